@@ -1,0 +1,333 @@
+"""Credentials: webhook URLs and OAuth 2 tokens with single-flight refresh.
+
+An auth object says where a method is sent (``url``) and which headers go with it
+(``headers``). OAuth refreshes at most once at a time per client: every call that meets
+``expired_token`` waits on the same refresh and re-sends once with the new token. A refresh
+token is never sent twice: after a refresh whose answer was lost, or one the OAuth server
+refused, the client stops with that error instead of trying the spent token again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import time as _time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+import attrs
+
+from ._errors import (
+    B24Error,
+    RefreshOutcomeUnknown,
+    RefreshRejected,
+    RequestNotSent,
+    ResponseLost,
+)
+from ._redact import mask_secret
+from ._transport import Timeout, Transport
+
+__all__ = [
+    "DEFAULT_TOKEN_URL",
+    "Auth",
+    "OAuthAuth",
+    "OAuthTokens",
+    "Refresher",
+    "WebhookAuth",
+    "check_base_url",
+]
+
+logger = logging.getLogger("aiob24flow")
+
+DEFAULT_TOKEN_URL = "https://oauth.bitrix.info/oauth/token/"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: object, name: str) -> tuple[str, str, str]:
+    """Validate a base URL; return (origin, path, host). HTTP only on loopback."""
+    if not isinstance(url, str):
+        raise TypeError(f"{name} must be a str, got {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{name} must be an https:// URL")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(f"{name}: plain http:// is allowed only for loopback hosts; use https://")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{name} must not carry a query or fragment")
+    return f"{parts.scheme}://{parts.netloc}", parts.path, parts.hostname
+
+
+class Auth(Protocol):
+    origin: str
+    can_refresh: bool
+
+    def url(self, method: str) -> str: ...
+
+    def describe(self) -> str: ...
+
+    async def headers(self) -> tuple[dict[str, str], str]: ...
+
+    async def refresh_after(self, stale: str) -> None: ...
+
+
+class WebhookAuth:
+    """``https://portal/rest/USER/CODE/``: the code is the credential, kept out of reprs."""
+
+    can_refresh = False
+
+    def __init__(self, url: object) -> None:
+        origin, path, host = check_base_url(url, "url")
+        segments = [s for s in path.split("/") if s]
+        if len(segments) < 3 or segments[-3] != "rest":
+            raise ValueError("url must look like https://PORTAL/rest/USER_ID/WEBHOOK_CODE/")
+        self.origin = origin
+        self.host = host
+        self.user = segments[-2]
+        self._base = f"{origin}/{'/'.join(segments)}/"
+
+    def url(self, method: str) -> str:
+        return self._base + method
+
+    def describe(self) -> str:
+        return f"webhook {self.origin}/rest/{self.user}/***/"
+
+    async def headers(self) -> tuple[dict[str, str], str]:
+        return {}, ""
+
+    async def refresh_after(self, stale: str) -> None:  # pragma: no cover - never called
+        raise RuntimeError("webhooks cannot refresh")
+
+
+@attrs.frozen(repr=False)
+class OAuthTokens:
+    """An OAuth 2 token pair and what the token endpoint says with it.
+
+    ``expires_at`` is a unix time (None when unknown). The repr shows no secret.
+    """
+
+    access_token: str
+    refresh_token: str
+    expires_at: float | None = None
+    member_id: str | None = None
+    client_endpoint: str | None = None
+    scope: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("access_token", "refresh_token"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(f"OAuthTokens.{name} must be a str")
+        if self.expires_at is not None and (
+            isinstance(self.expires_at, bool) or not isinstance(self.expires_at, (int, float))
+        ):
+            raise TypeError("OAuthTokens.expires_at must be a unix time (float) or None")
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuthTokens(access_token={mask_secret(self.access_token)}, "
+            f"refresh_token={mask_secret(self.refresh_token)}, expires_at={self.expires_at!r}, "
+            f"member_id={self.member_id!r}, client_endpoint={self.client_endpoint!r}, "
+            f"scope={self.scope!r})"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for storage (contains the secrets)."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OAuthTokens:
+        names = {a.name for a in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def from_token_response(cls, body: dict[str, Any], now: float) -> OAuthTokens:
+        expires = body.get("expires")
+        if not isinstance(expires, (int, float)):
+            expires_in = body.get("expires_in")
+            expires = now + float(expires_in) if isinstance(expires_in, (int, float)) else None
+        scope = body.get("scope")
+        return cls(
+            access_token=str(body["access_token"]),
+            refresh_token=str(body["refresh_token"]),
+            expires_at=None if expires is None else float(expires),
+            member_id=None if body.get("member_id") is None else str(body["member_id"]),
+            client_endpoint=body.get("client_endpoint"),
+            scope=None if scope is None else str(scope),
+        )
+
+
+Refresher = Callable[[OAuthTokens], Awaitable[OAuthTokens]]
+OnRefresh = Callable[[OAuthTokens], Awaitable[None]]
+
+# Refresh answers that say the grant was not looked at: safe to send the same token again.
+_TRANSIENT_REFRESH_ERRORS = frozenset({"temporarily_unavailable"})
+
+
+class OAuthAuth:
+    """Bearer tokens for ``https://portal/rest/METHOD`` with single-flight refresh."""
+
+    can_refresh = True
+
+    def __init__(
+        self,
+        endpoint: object,
+        tokens: OAuthTokens,
+        *,
+        client_id: str | None,
+        client_secret: str | None,
+        token_url: str,
+        on_refresh: OnRefresh | None,
+        refresher: Refresher | None,
+        transport: Transport,
+        timeout: Timeout,
+        wall_clock: Callable[[], float] = _time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        refresh_attempts: int = 3,
+    ) -> None:
+        origin, path, host = check_base_url(endpoint, "endpoint")
+        if not isinstance(tokens, OAuthTokens):
+            raise TypeError("tokens must be an aiob24flow.OAuthTokens")
+        if refresher is None:
+            if not isinstance(client_id, str) or not client_id:
+                raise ValueError("client_id is required unless refresher= is given")
+            if not isinstance(client_secret, str) or not client_secret:
+                raise ValueError("client_secret is required unless refresher= is given")
+            check_base_url(token_url, "token_url")
+        if on_refresh is not None and not callable(on_refresh):
+            raise TypeError("on_refresh must be an async callable")
+        if refresher is not None and not callable(refresher):
+            raise TypeError("refresher must be an async callable")
+        self.origin = origin
+        self.host = host
+        self._base = f"{origin}{path if path.endswith('/') else path + '/'}"
+        self.tokens = tokens
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._token_url = token_url
+        self._on_refresh = on_refresh
+        self._refresher = refresher
+        self._transport = transport
+        self._timeout = timeout
+        self._now = wall_clock
+        self._sleep = sleep
+        self._refresh_attempts = refresh_attempts
+        self._inflight: asyncio.Future[None] | None = None
+        self._dead: B24Error | None = None
+        self._set_at = wall_clock()
+        self.refreshes = 0
+
+    def url(self, method: str) -> str:
+        return self._base + method
+
+    def describe(self) -> str:
+        return f"oauth {self._base}"
+
+    def _margin(self) -> float:
+        # Refresh a little before expiry: 10% of the token's life, at most a minute.
+        if self.tokens.expires_at is None:
+            return 0.0
+        return min(60.0, max(0.0, (self.tokens.expires_at - self._set_at) * 0.1))
+
+    async def headers(self) -> tuple[dict[str, str], str]:
+        if self._dead is not None:
+            raise self._dead
+        expires_at = self.tokens.expires_at
+        if expires_at is not None and self._now() >= expires_at - self._margin():
+            await self.refresh_after(self.tokens.access_token)
+        token = self.tokens.access_token
+        return {"Authorization": f"Bearer {token}"}, token
+
+    async def refresh_after(self, stale: str) -> None:
+        """Make sure the token ``stale`` is replaced; one refresh at a time."""
+        if self._dead is not None:
+            raise self._dead
+        if self.tokens.access_token != stale:
+            return  # someone else already refreshed it
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._refresh())
+        # shield: one waiter being cancelled must not cancel the refresh the others await.
+        await asyncio.shield(self._inflight)
+
+    async def _refresh(self) -> None:
+        old = self.tokens
+        try:
+            new = await (self._refresher(old) if self._refresher else self._refresh_at_server())
+        except B24Error as exc:
+            logger.error("token refresh failed: %s", exc)
+            raise
+        if not isinstance(new, OAuthTokens):
+            self._dead = RefreshRejected("refresher did not return OAuthTokens")
+            raise self._dead
+        self.tokens = new
+        self._set_at = self._now()
+        self.refreshes += 1
+        logger.info("access token refreshed (refresh #%d)", self.refreshes)
+        if self._on_refresh is not None:
+            try:
+                await self._on_refresh(new)
+            except Exception:
+                # The new tokens are in use either way; the caller must see the failure.
+                logger.exception("on_refresh callback failed; new tokens were not saved")
+
+    def _stop(self, error: B24Error) -> B24Error:
+        # The refresh token is refused or may be spent: never send it again.
+        self._dead = error
+        return error
+
+    async def _refresh_at_server(self) -> OAuthTokens:
+        body = urlencode(
+            {
+                "grant_type": "refresh_token",
+                "client_id": self._client_id or "",
+                "client_secret": self._client_secret or "",
+                "refresh_token": self.tokens.refresh_token,
+            }
+        ).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        delay = 0.25
+        for attempt in range(1, self._refresh_attempts + 1):
+            try:
+                raw = await self._transport.post(self._token_url, body, headers, self._timeout)
+            except RequestNotSent as exc:
+                error: B24Error = exc  # never left: the same token may go again
+            except ResponseLost as exc:
+                raise self._stop(RefreshOutcomeUnknown(
+                    f"refresh answer lost ({exc.description}); the refresh token may be spent"
+                )) from None
+            else:
+                try:
+                    data = json.loads(raw.body) if raw.body else None
+                except ValueError:
+                    data = None
+                if raw.status == 200 and isinstance(data, dict) and "access_token" in data:
+                    return OAuthTokens.from_token_response(data, self._now())
+                code = str(data.get("error", "")) if isinstance(data, dict) else ""
+                text = str(data.get("error_description") or "") if isinstance(data, dict) else ""
+                if code in _TRANSIENT_REFRESH_ERRORS:
+                    error = RefreshRejected(text, code=code, status=raw.status)
+                elif code and raw.status < 500:
+                    raise self._stop(RefreshRejected(text or code, code=code, status=raw.status))
+                else:
+                    raise self._stop(RefreshOutcomeUnknown(
+                        f"OAuth server answered HTTP {raw.status}; the refresh token may be spent",
+                        code=code, status=raw.status,
+                    ))
+            if attempt == self._refresh_attempts:
+                raise RefreshRejected(
+                    f"refresh failed {attempt} times: {error.description}",
+                    code=error.code, status=error.status,
+                )
+            await self._sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover

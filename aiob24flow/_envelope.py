@@ -1,0 +1,42 @@
+"""Turn an HTTP answer into the method's result or a typed error."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from ._errors import ServerError, error_from_envelope
+from ._transport import RawResponse
+
+__all__ = ["Envelope", "parse_response"]
+
+
+@attrs.frozen
+class Envelope:
+    """A successful answer: ``result`` plus the portal's ``time`` object (may be empty)."""
+
+    result: Any
+    time: dict[str, Any]
+
+
+def parse_response(raw: RawResponse, method: str) -> Envelope:
+    """Return the envelope of a successful call or raise the error it carries."""
+    try:
+        body = json.loads(raw.body) if raw.body else None
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        # Also the legacy "HTTP 200 with error" form.
+        raise error_from_envelope(body, status=raw.status, method=method)
+    if raw.status == 200 and isinstance(body, dict) and "result" in body:
+        time = body.get("time")
+        return Envelope(body["result"], time if isinstance(time, dict) else {})
+    # A proxy page, an empty body, or a 5xx without an envelope: nothing says the call
+    # did not run.
+    snippet = raw.body[:120].decode("utf-8", "replace") if raw.body else "empty body"
+    raise ServerError(
+        f"unexpected answer: {snippet}", code="ERROR_UNEXPECTED_ANSWER",
+        status=raw.status, method=method,
+    )

@@ -1,0 +1,271 @@
+"""The exception tree of aiob24flow.
+
+Every exception the library raises about a call is a ``B24Error``::
+
+    B24Error                         .code .description .status .method .key
+    ├── PortalError                  the portal answered with an error envelope
+    │   ├── QueryLimitExceeded       503 QUERY_LIMIT_EXCEEDED: refused by the rate limit
+    │   ├── OperationTimeLimit       429 OPERATION_TIME_LIMIT: method blocked (.reset_at)
+    │   ├── MethodNotFound           404 ERROR_METHOD_NOT_FOUND
+    │   ├── AuthError                401/403 before the method ran
+    │   │   ├── TokenExpired         expired_token (refresh and re-send)
+    │   │   ├── InvalidToken         invalid_token
+    │   │   ├── InvalidCredentials   INVALID_CREDENTIALS, NO_AUTH_FOUND (bad webhook)
+    │   │   ├── InsufficientScope    insufficient_scope
+    │   │   └── AccessDenied         ACCESS_DENIED, user_access_error, OVERLOAD_LIMIT, ...
+    │   ├── FlowError                the flow controller refused: code "0"
+    │   │   └── InvalidArgument      code "100": flowId missing or not an int
+    │   ├── BatchCommandError        ERROR_BATCH_LENGTH_EXCEEDED / _METHOD_NOT_ALLOWED
+    │   └── ServerError              5xx (other than the limit refusal) or an odd answer:
+    │                                the method MAY have run
+    ├── TransportError               no usable answer from the portal
+    │   ├── RequestNotSent           connect failed: the request never left
+    │   └── ResponseLost             timeout / disconnect after sending: MAY have run
+    └── OAuthError                   the OAuth server refused or failed a token refresh
+        ├── RefreshRejected          invalid_grant, invalid_client, ...: terminal
+        └── RefreshOutcomeUnknown    refresh sent, answer lost: the refresh token may be spent
+
+Outcome classification (both flow methods are toggles): ``error.may_have_run`` is
+``True`` only for ``ServerError`` and ``ResponseLost`` (and ``RefreshOutcomeUnknown``).
+Everything else provably did not run and may be retried or reported as failed.
+
+Errors are mapped by the portal's error code first, then by HTTP status
+(see ``error_from_envelope``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AccessDenied",
+    "AuthError",
+    "B24Error",
+    "BatchCommandError",
+    "FlowError",
+    "InsufficientScope",
+    "InvalidArgument",
+    "InvalidCredentials",
+    "InvalidToken",
+    "MethodNotFound",
+    "OAuthError",
+    "OperationTimeLimit",
+    "PortalError",
+    "QueryLimitExceeded",
+    "RefreshOutcomeUnknown",
+    "RefreshRejected",
+    "RequestNotSent",
+    "ResponseLost",
+    "ServerError",
+    "TokenExpired",
+    "TransportError",
+    "error_from_envelope",
+]
+
+
+class B24Error(Exception):
+    """Base of every aiob24flow error about a call.
+
+    ``code`` is the portal's ``error`` as a string (``0`` and ``"0"`` both become ``"0"``),
+    ``description`` its ``error_description``, ``status`` the HTTP status (None when there
+    was no HTTP answer or inside a batch), ``method`` the REST method and ``key`` the batch
+    command key when the error belongs to one command of a batch.
+    """
+
+    may_have_run: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        description: str = "",
+        *,
+        code: str = "",
+        status: int | None = None,
+        method: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.code = code
+        self.description = description
+        self.status = status
+        self.method = method
+        self.key = key
+        super().__init__(description)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.code:
+            parts.append(self.code)
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        where = self.method or ""
+        if self.key is not None:
+            where = f"{where}[{self.key}]"
+        head = " ".join(parts)
+        text = f"{head}: {self.description}" if head else self.description
+        return f"{text} ({where})" if where else text
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(code={self.code!r}, description={self.description!r}, "
+            f"status={self.status!r}, method={self.method!r}, key={self.key!r})"
+        )
+
+    def __reduce__(self) -> Any:
+        kwargs = {"code": self.code, "status": self.status, "method": self.method, "key": self.key}
+        return (_rebuild, (type(self), self.description, kwargs))
+
+
+def _rebuild(cls: type[B24Error], description: str, kwargs: dict[str, Any]) -> B24Error:
+    return cls(description, **kwargs)
+
+
+class PortalError(B24Error):
+    """The portal answered with ``{"error": ..., "error_description": ...}``."""
+
+
+class QueryLimitExceeded(PortalError):
+    """503 QUERY_LIMIT_EXCEEDED: the front end refused the request before it ran."""
+
+
+class OperationTimeLimit(PortalError):
+    """429 OPERATION_TIME_LIMIT: the method is blocked for this app or webhook.
+
+    ``reset_at`` is the unix time when the block is expected to lift, taken from the last
+    successful response's ``time.operating_reset_at`` (the 429 itself carries none).
+    """
+
+    reset_at: float | None = None
+
+
+class MethodNotFound(PortalError):
+    """404 ERROR_METHOD_NOT_FOUND (also: a flow method sent with the wrong case)."""
+
+
+class AuthError(PortalError):
+    """The portal refused the credentials; the method did not run."""
+
+
+class TokenExpired(AuthError):
+    """401 expired_token: refresh the access token and send again."""
+
+
+class InvalidToken(AuthError):
+    """401 invalid_token: the portal does not know this access token."""
+
+
+class InvalidCredentials(AuthError):
+    """INVALID_CREDENTIALS / NO_AUTH_FOUND: bad webhook user or code, or no credentials."""
+
+
+class InsufficientScope(AuthError):
+    """insufficient_scope: the webhook or token lacks the ``task`` scope."""
+
+
+class AccessDenied(AuthError):
+    """ACCESS_DENIED, user_access_error, OVERLOAD_LIMIT, PORTAL_DELETED and the like."""
+
+
+class FlowError(PortalError):
+    """The flow controller refused (code ``"0"``): no access, not found, unknown error."""
+
+
+class InvalidArgument(FlowError):
+    """Code ``"100"``: ``flowId`` missing or not an integer."""
+
+
+class BatchCommandError(PortalError):
+    """A batch command the portal did not run: too many commands or method not allowed."""
+
+
+class ServerError(PortalError):
+    """A 5xx (other than the limit refusal) or an unexpected answer: the call MAY have run."""
+
+    may_have_run = True
+
+
+class TransportError(B24Error):
+    """No usable HTTP answer."""
+
+
+class RequestNotSent(TransportError):
+    """The connection could not be made: the request provably never reached the portal."""
+
+
+class ResponseLost(TransportError):
+    """The request was sent but its answer was lost (timeout, disconnect): it MAY have run."""
+
+    may_have_run = True
+
+
+class OAuthError(B24Error):
+    """A token refresh at the OAuth server failed."""
+
+
+class RefreshRejected(OAuthError):
+    """The OAuth server refused the refresh (invalid_grant, invalid_client, ...)."""
+
+
+class RefreshOutcomeUnknown(OAuthError):
+    """The refresh was sent but its answer was lost: the refresh token may be spent."""
+
+    may_have_run = True
+
+
+_BY_CODE: dict[str, type[PortalError]] = {
+    "QUERY_LIMIT_EXCEEDED": QueryLimitExceeded,
+    "OPERATION_TIME_LIMIT": OperationTimeLimit,
+    "ERROR_METHOD_NOT_FOUND": MethodNotFound,
+    "expired_token": TokenExpired,
+    "invalid_token": InvalidToken,
+    "NO_AUTH_FOUND": InvalidCredentials,
+    "INVALID_CREDENTIALS": InvalidCredentials,
+    "INVALID_REQUEST": InvalidCredentials,
+    "insufficient_scope": InsufficientScope,
+    "ACCESS_DENIED": AccessDenied,
+    "user_access_error": AccessDenied,
+    "authorization_error": AccessDenied,
+    "APPLICATION_NOT_FOUND": AccessDenied,
+    "CONNECTION_ERROR": AccessDenied,
+    "OVERLOAD_LIMIT": AccessDenied,
+    "PORTAL_DELETED": AccessDenied,
+    "METHOD_CONFIRM_WAITING": AccessDenied,
+    "METHOD_CONFIRM_DENIED": AccessDenied,
+    "0": FlowError,
+    "100": InvalidArgument,
+    "ERROR_BATCH_LENGTH_EXCEEDED": BatchCommandError,
+    "ERROR_BATCH_METHOD_NOT_ALLOWED": BatchCommandError,
+    "INTERNAL_SERVER_ERROR": ServerError,
+    "ERROR_UNEXPECTED_ANSWER": ServerError,
+}
+
+_BY_STATUS: dict[int, type[PortalError]] = {
+    401: AuthError,
+    403: AccessDenied,
+    404: MethodNotFound,
+    429: OperationTimeLimit,
+}
+
+
+def error_from_envelope(
+    body: Any,
+    *,
+    status: int | None,
+    method: str | None,
+    key: str | None = None,
+) -> PortalError:
+    """Build the typed error for an ``{"error", "error_description"}`` body.
+
+    The code decides first; the HTTP status only when the code is unknown. A 5xx with an
+    unknown code is a ``ServerError`` (it may have run); other unknown codes are plain
+    ``PortalError`` (the portal answered with a refusal).
+    """
+    raw = body.get("error") if isinstance(body, dict) else None
+    code = "" if raw is None else str(raw)
+    description = body.get("error_description") if isinstance(body, dict) else None
+    text = "" if description is None else str(description)
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        if status is not None and status >= 500:
+            cls = ServerError
+        else:
+            cls = _BY_STATUS.get(status or 0, PortalError)
+    return cls(text, code=code, status=status, method=method, key=key)

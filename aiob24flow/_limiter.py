@@ -1,0 +1,165 @@
+"""The portal's leaky bucket, kept on the client side.
+
+The portal adds 1 per HTTP request to a counter that drains ``per_second`` per second and
+refuses a request that would lift it above ``burst``. ``LeakyBucket`` mirrors that counter
+and *reserves* a start time for every caller at ``acquire`` time, so any number of
+concurrent callers queue in order with one computed sleep each, and no polling.
+
+The counter is stored as the time ``empty_at`` at which it would drain to zero: the level
+at time ``now`` is ``(empty_at - now) * rate``. A caller may start once the level, with
+its own request added, is at most the burst; its request then adds ``1 / rate`` to
+``empty_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import attrs
+
+__all__ = [
+    "Clock",
+    "LeakyBucket",
+    "Limiter",
+    "RateLimit",
+    "Sleep",
+    "bucket_for",
+]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _positive(name: str) -> Callable[[object, attrs.Attribute[float], float], None]:
+    def check(_: object, __: attrs.Attribute[float], value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"RateLimit.{name} must be a positive number, got {value!r}")
+
+    return check
+
+
+@attrs.frozen
+class RateLimit:
+    """The portal's request limit: a bucket of ``burst`` requests draining ``per_second``.
+
+    ``headroom`` is how many request slots the client keeps free below the portal's burst,
+    so requests that arrive a few milliseconds out of step (network jitter) are not
+    refused; it costs ``headroom / per_second`` seconds once per job.
+    ``backend`` optionally names a shared limiter (see ``aiob24flow.RedisLimiter``);
+    None keeps the bucket in this process.
+    """
+
+    burst: float = attrs.field(default=50, validator=_positive("burst"))
+    per_second: float = attrs.field(default=2, validator=_positive("per_second"))
+    headroom: float = attrs.field(default=0.5)
+    backend: object | None = attrs.field(default=None, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.headroom, bool) or not 0 <= self.headroom < self.burst:
+            raise ValueError(
+                f"RateLimit.headroom must be >= 0 and below burst, got {self.headroom!r}"
+            )
+
+    @classmethod
+    def standard(cls) -> RateLimit:
+        """Every plan but Enterprise: burst 50, 2 requests per second."""
+        return cls(burst=50, per_second=2)
+
+    @classmethod
+    def enterprise(cls) -> RateLimit:
+        """Enterprise plans: burst 250, 5 requests per second."""
+        return cls(burst=250, per_second=5)
+
+    @classmethod
+    def unlimited(cls) -> RateLimit:
+        """No pacing at all (for emulators and measurements)."""
+        return cls(burst=1e12, per_second=1e12, headroom=0)
+
+    def minimum_seconds(self, requests: int) -> float:
+        """The portal's theoretical minimum time to admit ``requests`` requests."""
+        return max(0.0, (requests - self.burst) / self.per_second)
+
+
+class Limiter(Protocol):
+    """What the client needs of a limiter; the Redis backend implements it too."""
+
+    async def acquire(self) -> float:
+        """Wait for a slot; return the seconds waited."""
+        ...
+
+    async def refused(self) -> None:
+        """The portal refused a request with QUERY_LIMIT_EXCEEDED: treat the bucket as full."""
+        ...
+
+
+class LeakyBucket:
+    """An exact, reserving leaky bucket on an injectable clock."""
+
+    def __init__(
+        self,
+        rate_limit: RateLimit,
+        *,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self.rate_limit = rate_limit
+        self._rate = float(rate_limit.per_second)
+        self._capacity = float(rate_limit.burst) - float(rate_limit.headroom)
+        self._clock = clock or _loop_time
+        self._sleep = sleep or asyncio.sleep
+        self._empty_at: float | None = None
+
+    def level(self) -> float:
+        """Requests in the bucket now, reservations included."""
+        if self._empty_at is None:
+            return 0.0
+        return max(0.0, (self._empty_at - self._clock()) * self._rate)
+
+    def reserve(self) -> float:
+        """Reserve the next slot; return how long the caller must wait before sending."""
+        now = self._clock()
+        empty_at = now if self._empty_at is None else max(self._empty_at, now)
+        # The caller may start once (empty_at - start) * rate + 1 <= capacity.
+        start = max(now, empty_at - (self._capacity - 1.0) / self._rate)
+        self._empty_at = empty_at + 1.0 / self._rate
+        return start - now
+
+    async def acquire(self) -> float:
+        wait = self.reserve()
+        if wait > 0:
+            await self._sleep(wait)
+        return wait
+
+    async def refused(self) -> None:
+        # The portal says its counter is at the burst: nothing may start before it drains
+        # by one request, and every later reservation queues behind that.
+        now = self._clock()
+        full = now + self.rate_limit.burst / self._rate
+        if self._empty_at is None or self._empty_at < full:
+            self._empty_at = full
+
+
+_buckets: weakref.WeakValueDictionary[tuple[str, float, float, float], LeakyBucket] = (
+    weakref.WeakValueDictionary()
+)
+_buckets_lock = threading.Lock()
+
+
+def bucket_for(origin: str, rate_limit: RateLimit) -> LeakyBucket:
+    """The process-wide bucket of one portal: every client of that portal shares it."""
+    key = (origin, float(rate_limit.burst), float(rate_limit.per_second),
+           float(rate_limit.headroom))
+    with _buckets_lock:
+        bucket = _buckets.get(key)
+        if bucket is None:
+            bucket = LeakyBucket(rate_limit)
+            _buckets[key] = bucket
+        return bucket

@@ -1,0 +1,36 @@
+"""Input checks that run before anything is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["check_flow_id", "check_flow_ids"]
+
+
+def check_flow_id(value: object, name: str = "flow_id") -> int:
+    """A flow id is an ``int`` (not a ``bool``) of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return value
+
+
+def check_flow_ids(values: object, name: str = "ids") -> list[int]:
+    """A collection of distinct flow ids, checked in full before any request."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be an iterable of int flow ids")
+    ids = list(values)
+    seen: set[int] = set()
+    for index, value in enumerate(ids):
+        check_flow_id(value, f"{name}[{index}]")
+        if value in seen:
+            raise ValueError(f"{name}[{index}]: duplicate flow id {value}")
+        seen.add(value)
+    return ids
+
+
+def check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value

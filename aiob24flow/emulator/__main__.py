@@ -1,0 +1,67 @@
+"""``python -m aiob24flow.emulator --port 8080 --flows 1000``: serve an emulated portal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from . import EmulatorServer, Faults, Portal, PortalConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m aiob24flow.emulator",
+                                description="Serve an emulated Bitrix24 portal on loopback.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--flows", type=int, default=1000)
+    p.add_argument("--burst", type=float, default=50.0)
+    p.add_argument("--leak", type=float, default=2.0, help="requests per second; 0 = no limit")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
+    p.add_argument("--active-ratio", type=float, default=1.0)
+    p.add_argument("--token-lifetime", type=float, default=3600.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--error-before", type=float, default=0.0)
+    p.add_argument("--error-after", type=float, default=0.0)
+    p.add_argument("--drop-after", type=float, default=0.0)
+    p.add_argument("--limit-503", type=float, default=0.0)
+    p.add_argument("--ready-file", help="write the port here once listening (for scripts)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> PortalConfig:
+    return PortalConfig(
+        flows=args.flows, burst=args.burst, leak=args.leak or None, latency=args.latency,
+        active_ratio=args.active_ratio, token_lifetime=args.token_lifetime, seed=args.seed,
+        faults=Faults(seed=args.seed, error_before=args.error_before,
+                      error_after=args.error_after, drop_after=args.drop_after,
+                      limit_503=args.limit_503),
+    )
+
+
+async def serve(args: argparse.Namespace) -> None:
+    server = EmulatorServer(Portal(config_from_args(args)), args.host, args.port)
+    await server.start()
+    print(f"emulated portal on {server.base_url} ({args.flows} flows)", flush=True)
+    print(f"  webhook: {server.base_url}/rest/1/<code>/  (code: see PortalState.webhooks)",
+          flush=True)
+    if args.ready_file:
+        with open(args.ready_file, "w") as fh:
+            fh.write(str(server.port))
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

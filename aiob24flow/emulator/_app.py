@@ -1,0 +1,398 @@
+"""The emulated portal's HTTP side: an ``aiohttp.web`` application.
+
+Routes (protocol.md §1): ``/rest/{user}/{code}/{method}`` (webhook), ``/rest/{method}``
+(OAuth: ``Authorization: Bearer``, ``auth`` or ``access_token``), ``/oauth/token/`` (the
+OAuth server). A request goes: latency -> leaky bucket (503) -> injected faults ->
+parameters -> auth (401) -> method lookup (404) -> operating limit (429) -> the method ->
+injected faults after executing -> ``{"result", "time"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+import time as _time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from ._php import is_numeric, json_encode, parse_str, php_truthy, to_php_value
+from ._state import Faults, PortalConfig, PortalState, User
+
+__all__ = ["Portal"]
+
+_FLOW_ACTIONS = {"activate": "activate", "pin": "pin", "get": "get", "isexists": "isExists"}
+_REF = re.compile(r"\$(result|next|total|time|error)((?:\[[^\]\s]*\])*)", re.IGNORECASE)
+
+PORTAL_KEY: web.AppKey[Portal] = web.AppKey("portal")
+
+
+class _Fail(Exception):
+    """An error answer: HTTP status and the ``error``/``error_description`` body."""
+
+    def __init__(self, status: int, code: str, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.body = {"error": code, "error_description": description}
+
+
+def _flow_error(message: str, code: str = "0") -> _Fail:
+    return _Fail(400, code, message)
+
+
+@attrs.define
+class _Caller:
+    user: User
+    entity: str
+    scopes: frozenset[str]
+
+
+def resolve(name: str) -> str | None:
+    """The canonical method for ``name``, following the portal's case rules (§1.3)."""
+    if name.lower() == "batch":
+        return "batch"
+    parts = name.split(".")
+    if (
+        len(parts) == 4
+        and parts[0] == "tasks"
+        and parts[1].lower() == "flow"
+        and parts[2] == "Flow"
+        and parts[3].lower() in _FLOW_ACTIONS
+    ):
+        return f"tasks.flow.Flow.{_FLOW_ACTIONS[parts[3].lower()]}"
+    return None
+
+
+def _bind_flow_id(params: dict[Any, Any]) -> int:
+    if "flowId" not in params:
+        raise _flow_error("Could not find value for parameter {flowId}", "100")
+    value = params["flowId"]
+    if not is_numeric(value):
+        if value is True:
+            shown = "1"
+        elif isinstance(value, dict):
+            shown = "Array"
+        elif value is None or value is False:
+            shown = ""
+        else:
+            shown = str(value)
+        raise _flow_error(
+            f"Invalid value {{{shown}}} to match with parameter {{flowId}}. "
+            "Should be value of type int.",
+            "100",
+        )
+    return int(float(value)) if isinstance(value, str) else int(value)
+
+
+class Portal:
+    """One emulated Bitrix24 cloud portal: ``portal.state`` holds what happened."""
+
+    def __init__(
+        self,
+        config: PortalConfig | None = None,
+        *,
+        clock: Callable[[], float] = _time.monotonic,
+        wall_clock: Callable[[], float] = _time.time,
+    ) -> None:
+        self.config = config or PortalConfig()
+        self.state = PortalState(self.config, clock=clock, wall_clock=wall_clock)
+
+    @property
+    def faults(self) -> Faults:
+        return self.config.faults
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app[PORTAL_KEY] = self
+        app.router.add_route("*", "/oauth/token/", _token_endpoint)
+        app.router.add_route("*", "/oauth/token", _token_endpoint)
+        app.router.add_route("*", "/rest/{user}/{code}/{method}", _rest)
+        app.router.add_route("*", "/rest/{method}", _rest)
+        return app
+
+    # -- executing methods --------------------------------------------------------------
+
+    def run(self, caller: _Caller, method: str, params: dict[Any, Any]) -> tuple[Any, dict[str, Any]]:
+        """Run one (non-batch) method: (result, time object) or raise ``_Fail``."""
+        state = self.state
+        if "task" not in caller.scopes:
+            raise _Fail(
+                401, "insufficient_scope",
+                "The request requires higher privileges than provided by the webhook token",
+            )
+        if state.operating_blocked(caller.entity, method):
+            state.refused_429 += 1
+            raise _Fail(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
+        started = state.wall_clock()
+        result = self._execute(caller.user, method, params)
+        state.calls[method] += 1
+        time = _time_object(started, state.wall_clock())
+        time.update(state.bill(caller.entity, method, started))
+        return result, time
+
+    def _execute(self, user: User, method: str, params: dict[Any, Any]) -> Any:
+        state = self.state
+        action = method.rsplit(".", 1)[1]
+        if action == "isExists":
+            data = params.get("flowData")
+            if not isinstance(data, dict) or not str(data.get("name", "")).strip():
+                raise _flow_error("Flow name is required")
+            name = str(data["name"])
+            own = data.get("id")
+            exists = any(
+                (f.name or f"Flow {f.id}") == name and str(f.id) != str(own)
+                for f in state.flows.values()
+            )
+            return {"exists": exists}
+        flow_id = _bind_flow_id(params)
+        if action == "activate":
+            if not state.can_update(user, flow_id):
+                raise _flow_error("Cannot find flow")
+            flow = state.flows.get(flow_id)
+            if flow is None:
+                raise _flow_error("Flow with this ID does not exist.")
+            flow.active = not flow.active
+            state.activations[flow_id] += 1
+            return True
+        if action == "pin":
+            if not state.can_read(user, flow_id):
+                raise _flow_error("Cannot find flow")
+            key = (flow_id, user.id)
+            state.pins[key] = not state.pins.get(key, False)
+            state.pin_calls[flow_id] += 1
+            return state.pins[key]
+        # get
+        if not state.can_read(user, flow_id):
+            raise _flow_error("Cannot find flow")
+        flow = state.flows.get(flow_id)
+        if flow is None:
+            raise _flow_error("Flow with this ID does not exist.")
+        return flow.to_array()
+
+    def run_batch(self, caller: _Caller, params: dict[Any, Any]) -> dict[str, Any]:
+        upper = {str(k).upper(): v for k, v in params.items()}
+        halt = php_truthy(upper.get("HALT"))
+        cmd = upper.get("CMD")
+        commands = cmd if isinstance(cmd, dict) else {}
+        out: dict[str, dict[Any, Any]] = {
+            "result": {}, "result_error": {}, "result_total": {}, "result_next": {},
+            "result_time": {},
+        }
+        for index, (key, command) in enumerate(commands.items()):
+            if index >= 50:
+                out["result_error"][key] = {
+                    "error": "ERROR_BATCH_LENGTH_EXCEEDED",
+                    "error_description": "Max batch length exceeded",
+                }
+                if halt:
+                    break
+                continue
+            if not isinstance(command, str):
+                continue  # the SDK-style {method, params} object is silently skipped
+            path, _, query = command.partition("?")
+            sub_params = _substitute(parse_str(query), out)
+            try:
+                if path == "batch":
+                    raise _Fail(
+                        200, "ERROR_BATCH_METHOD_NOT_ALLOWED",
+                        "Method is not allowed for batch usage",
+                    )
+                method = resolve(path)
+                if method is None or method == "batch":
+                    raise _Fail(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+                if "task" not in caller.scopes:
+                    raise _Fail(401, "insufficient_scope", "")
+                result, time = self.run(caller, method, sub_params)
+            except _Fail as fail:
+                out["result_error"][key] = fail.body
+                if halt:
+                    break
+                continue
+            out["result"][key] = result
+            out["result_time"][key] = time
+        return out
+
+
+def _time_object(start: float, finish: float) -> dict[str, Any]:
+    tz = datetime.timezone(datetime.timedelta(hours=3))
+    return {
+        "start": start,
+        "finish": finish,
+        "duration": finish - start,
+        "processing": finish - start,
+        "date_start": datetime.datetime.fromtimestamp(start, tz).isoformat(timespec="seconds"),
+        "date_finish": datetime.datetime.fromtimestamp(finish, tz).isoformat(timespec="seconds"),
+    }
+
+
+def _walk(state: dict[str, dict[Any, Any]], kind: str, path: str) -> Any:
+    node: Any = state.get("result_" + kind.lower() if kind.lower() != "result" else "result", {})
+    for segment in re.findall(r"\[([^\]]*)\]", path):
+        key: Any = int(segment) if segment.isdigit() else segment
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            break  # stop at the deepest node that exists
+    return node
+
+
+def _substitute(params: Any, state: dict[str, dict[Any, Any]]) -> Any:
+    """``$result[key][field]`` references to earlier commands of the batch (§3.3)."""
+    if isinstance(params, dict):
+        return {k: _substitute(v, state) for k, v in params.items()}
+    if not isinstance(params, str) or "$" not in params:
+        return params
+    whole = _REF.fullmatch(params)
+    if whole:
+        return _walk(state, whole.group(1), whole.group(2))
+
+    def one(match: re.Match[str]) -> str:
+        value = _walk(state, match.group(1), match.group(2))
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            return str(value)
+        return match.group(0)
+
+    return _REF.sub(one, params)
+
+
+def _answer(status: int, body: Any) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json_encode(body).encode(),
+        content_type="application/json",
+        charset="utf-8",
+        headers={
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Headers": "origin, content-type, accept",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+def _fail(status: int, code: str, description: str) -> web.Response:
+    return _answer(status, {"error": code, "error_description": description})
+
+
+async def _read_params(request: web.Request) -> dict[Any, Any]:
+    params: dict[Any, Any] = parse_str(request.query_string)
+    if request.method != "POST":
+        return params
+    raw = await request.read()
+    ctype = request.content_type
+    body: dict[Any, Any] = {}
+    if ctype == "application/json":
+        try:
+            import json
+
+            decoded = json.loads(raw) if raw else {}
+            body = to_php_value(decoded) if isinstance(decoded, (dict, list)) else {}
+        except ValueError:
+            body = {}  # S1 swallows the decode error: only the query string remains
+    elif raw:
+        body = parse_str(raw.decode("utf-8", "replace"))
+    params.update(body)  # array_replace: the body wins
+    return params
+
+
+def _authenticate(portal: Portal, request: web.Request, params: dict[Any, Any]) -> _Caller:
+    state = portal.state
+    user_part = request.match_info.get("user")
+    if user_part is not None:
+        code = request.match_info.get("code", "")
+        user_id = int(user_part) if user_part.isdigit() else None
+        if user_id is None or state.webhooks.get(user_id) != code:
+            raise _Fail(401, "INVALID_CREDENTIALS", "Invalid request credentials")
+        return _Caller(state.users[user_id], f"apauth:{user_id}", portal.config.webhook_scopes)
+    token = None
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        token = header[7:].strip()
+    for name in ("auth", "access_token"):
+        value = params.pop(name, None)
+        if token is None and isinstance(value, str):
+            token = value
+    if not token:
+        raise _Fail(401, "NO_AUTH_FOUND", "Wrong authorization data")
+    entry = state.access_tokens.get(token)
+    if entry is None:
+        raise _Fail(401, "invalid_token", "The access token provided is invalid.")
+    if entry.expires_at <= state.wall_clock():
+        raise _Fail(401, "expired_token", "The access token provided has expired")
+    return _Caller(state.users[entry.user_id], f"oauth:{entry.client_id}", entry.scope)
+
+
+async def _rest(request: web.Request) -> web.StreamResponse:
+    portal = request.app[PORTAL_KEY]
+    state = portal.state
+    config = portal.config
+    state.requests += 1
+    if config.latency:
+        await asyncio.sleep(config.latency)
+    if request.method not in ("GET", "POST"):
+        return _fail(405, "ERROR_METHOD_NOT_ALLOWED", "Method Not Allowed")
+    if not state.admit():
+        return _fail(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
+    name = request.match_info["method"]
+    for suffix in (".json", ".xml"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    method = resolve(name)
+    state.requests_by_method[method or name] += 1
+    fault = config.faults.draw(method or name)
+    if fault:
+        state.faults_fired[fault] += 1
+    if fault == "limit_503":
+        return _fail(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
+    if fault == "error_before":
+        return _fail(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+    params = await _read_params(request)
+    try:
+        caller = _authenticate(portal, request, params)
+        if method is None:
+            raise _Fail(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+        if method == "batch":
+            started = state.wall_clock()
+            result: Any = portal.run_batch(caller, params)
+            time = _time_object(started, state.wall_clock())
+            time["operating"] = 0
+        else:
+            result, time = portal.run(caller, method, params)
+    except _Fail as fail:
+        return _answer(fail.status, fail.body)
+    if fault == "error_after":
+        return _fail(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+    if fault == "drop_after":
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError  # no answer at all: the client sees a disconnect
+    if fault == "hang_after":
+        await asyncio.sleep(config.faults.hang_seconds)
+    return _answer(200, {"result": result, "time": time})
+
+
+async def _token_endpoint(request: web.Request) -> web.StreamResponse:
+    portal = request.app[PORTAL_KEY]
+    state = portal.state
+    state.token_requests += 1
+    params = await _read_params(request)
+    fault = portal.config.faults.token_faults.pop(0) if portal.config.faults.token_faults else None
+    if fault == "unavailable":
+        return _fail(503, "temporarily_unavailable", "The server is temporarily unavailable")
+    if fault == "hang":
+        await asyncio.sleep(portal.config.faults.hang_seconds)
+        return _fail(503, "temporarily_unavailable", "The server is temporarily unavailable")
+    if fault == "invalid_grant":
+        state.rejected_refreshes += 1
+        return _fail(400, "invalid_grant", "Invalid grant")
+    if params.get("grant_type") != "refresh_token":
+        return _fail(400, "invalid_request", "Unsupported grant type")
+    status, body = state.refresh(
+        str(params.get("client_id", "")), str(params.get("client_secret", "")),
+        str(params.get("refresh_token", "")),
+    )
+    if fault == "error_after":
+        return _fail(500, "server_error", "Internal server error")
+    return _answer(status, body)

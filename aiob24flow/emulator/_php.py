@@ -1,0 +1,108 @@
+"""The PHP behaviours a Bitrix24 portal shows on the wire.
+
+``parse_str`` (bracket syntax), PHP array keys (``"5"`` becomes the int 5), ``json_encode``
+of PHP arrays (empty map -> ``[]``, keys 0..n-1 in order -> a list), ``is_numeric`` and
+truthiness.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qsl
+
+__all__ = ["is_numeric", "json_encode", "parse_str", "php_key", "php_truthy", "to_php_value"]
+
+_INT_KEY = re.compile(r"^(0|-?[1-9][0-9]*)$")
+_NUMERIC = re.compile(r"^[ \t\n\r\v\f]*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?[ \t\n\r\v\f]*$")
+
+
+def php_key(key: str | int) -> str | int:
+    """PHP turns decimal-integer string keys into int keys."""
+    if isinstance(key, int):
+        return key
+    return int(key) if _INT_KEY.match(key) and abs(int(key)) < 2**63 else key
+
+
+def parse_str(query: str) -> dict[str | int, Any]:
+    """PHP ``parse_str``: ``a[b][]=1&c=2`` -> ``{"a": {"b": {0: "1"}}, "c": "2"}``."""
+    out: dict[str | int, Any] = {}
+    for raw_name, value in parse_qsl(query, keep_blank_values=True):
+        if "[" in raw_name and raw_name.endswith("]") and not raw_name.startswith("["):
+            base, rest = raw_name.split("[", 1)
+            subkeys = rest[:-1].split("][")
+        else:
+            base, subkeys = raw_name, []
+        node: dict[str | int, Any] = out
+        path: list[str | int] = [php_key(base)]
+        for sub in subkeys:
+            path.append(sub)
+        for index, key in enumerate(path):
+            last = index == len(path) - 1
+            if key == "":
+                ints = [k for k in node if isinstance(k, int)]
+                key = max(ints) + 1 if ints else 0
+            else:
+                key = php_key(key)
+            if last:
+                node[key] = value
+            else:
+                child = node.get(key)
+                if not isinstance(child, dict):
+                    child = {}
+                    node[key] = child
+                node = child
+    return out
+
+
+def to_php_value(value: Any) -> Any:
+    """A decoded JSON value as PHP sees it: object keys become PHP keys, lists maps."""
+    if isinstance(value, dict):
+        return {php_key(k): to_php_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return {i: to_php_value(v) for i, v in enumerate(value)}
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        if not value:
+            return []
+        keys = list(value)
+        if keys == list(range(len(keys))):
+            return [_jsonable(v) for v in value.values()]
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def json_encode(value: Any) -> str:
+    """PHP ``json_encode`` with Bitrix's flags (HEX_TAG/AMP/APOS, unescaped unicode)."""
+    text = json.dumps(_jsonable(value), ensure_ascii=False, separators=(",", ":"))
+    return (
+        text.replace("<", "\\u003C").replace(">", "\\u003E").replace("&", "\\u0026")
+        .replace("'", "\\u0027")
+    )
+
+
+def is_numeric(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return isinstance(value, str) and bool(_NUMERIC.match(value))
+
+
+def php_truthy(value: Any) -> bool:
+    """``isset($x) && $x``: "0", "", 0, false, null and empty arrays are false."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, str):
+        return value not in ("", "0")
+    if isinstance(value, (int, float)):
+        return value != 0
+    if isinstance(value, (dict, list)):
+        return bool(value)
+    return True
