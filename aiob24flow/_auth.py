@@ -302,9 +302,11 @@ class OAuthAuth:
             except RequestNotSent as exc:
                 error: B24Error = exc  # never left: the same token may go again
             except ResponseLost as exc:
-                raise self._stop(RefreshOutcomeUnknown(
-                    f"refresh answer lost ({exc.description}); the refresh token may be spent"
-                )) from None
+                raise self._stop(
+                    RefreshOutcomeUnknown(
+                        f"refresh answer lost ({exc.description}); the refresh token may be spent"
+                    )
+                ) from None
             else:
                 try:
                     data = json.loads(raw.body) if raw.body else None
@@ -319,14 +321,18 @@ class OAuthAuth:
                 elif code and raw.status < 500:
                     raise self._stop(RefreshRejected(text or code, code=code, status=raw.status))
                 else:
-                    raise self._stop(RefreshOutcomeUnknown(
-                        f"OAuth server answered HTTP {raw.status}; the refresh token may be spent",
-                        code=code, status=raw.status,
-                    ))
+                    raise self._stop(
+                        RefreshOutcomeUnknown(
+                            f"OAuth server answered HTTP {raw.status}; the refresh token may be spent",  # noqa: E501
+                            code=code,
+                            status=raw.status,
+                        )
+                    )
             if attempt == self._refresh_attempts:
                 raise RefreshRejected(
                     f"refresh failed {attempt} times: {error.description}",
-                    code=error.code, status=error.status,
+                    code=error.code,
+                    status=error.status,
                 )
             await self._sleep(delay)
             delay *= 2

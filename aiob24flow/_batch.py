@@ -32,8 +32,8 @@ __all__ = [
 
 MAX_COMMANDS = 50
 
-Command = tuple[str, Union[Mapping[str, Any], None]]
-Commands = Union[Mapping[str, Command], Sequence[Command]]
+Command = tuple[str, Mapping[str, Any] | None]
+Commands = Union[Mapping[str, Command], Sequence[Command]]  # noqa: UP007 (runtime alias, 3.10)
 
 
 def php_query(params: Mapping[str, Any]) -> str:
@@ -178,7 +178,7 @@ def parse_batch(
     out_totals: dict[Any, Any] = {}
     out_nexts: dict[Any, Any] = {}
     not_run: list[Any] = []
-    for wire, method, user in zip(wire_keys, methods, user_keys):
+    for wire, method, user in zip(wire_keys, methods, user_keys, strict=True):
         if wire in errors:
             out_errors[user] = error_from_envelope(
                 errors[wire], status=None, method=method, key=str(user)
@@ -194,6 +194,11 @@ def parse_batch(
         else:
             not_run.append(user)
     return BatchResult(
-        out_results, out_errors, tuple(not_run), out_times, out_totals, out_nexts,
+        out_results,
+        out_errors,
+        tuple(not_run),
+        out_times,
+        out_totals,
+        out_nexts,
         dict(top_time),
     )

@@ -102,8 +102,9 @@ class _Progress:
         if self.callback is not None:
             done = self.succeeded + self.failed + self.unknown
             self.callback(
-                Progress(self.total, min(done, self.total), self.succeeded, self.failed,
-                         self.unknown)
+                Progress(
+                    self.total, min(done, self.total), self.succeeded, self.failed, self.unknown
+                )
             )
 
 
@@ -132,7 +133,7 @@ async def _send(
         requeue: list[int] = []
         chunks = _chunks(pending)  # shared by the workers: each batch is taken once
 
-        async def worker() -> None:
+        async def worker(chunks: Iterator[list[int]], requeue: list[int]) -> None:
             for chunk in chunks:
                 if stop is not None and stop.is_set():
                     for flow_id in chunk:
@@ -140,11 +141,12 @@ async def _send(
                             "stopped before sending", method=method
                         )
                     continue
-                await _one_batch(client, method, chunk, tally, requeue, last_error,
-                                 repeatable, progress)
+                await _one_batch(
+                    client, method, chunk, tally, requeue, last_error, repeatable, progress
+                )
 
         workers = min(client.concurrency, (len(pending) + MAX_COMMANDS - 1) // MAX_COMMANDS)
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        await asyncio.gather(*(worker(chunks, requeue) for _ in range(workers)))
         pending = requeue
     for flow_id in pending:  # still refused (or, for reads, still lost) after every pass
         error = last_error[flow_id]
@@ -208,9 +210,7 @@ async def _one_batch(
                 requeue.append(flow_id)
                 last_error[flow_id] = ServerError("missing from the batch answer", method=method)
             else:
-                tally.unknown[flow_id] = ServerError(
-                    "missing from the batch answer", method=method
-                )
+                tally.unknown[flow_id] = ServerError("missing from the batch answer", method=method)
                 unknown += 1
     if progress is not None and (ok or failed or unknown):
         progress.add(ok, failed, unknown)
@@ -349,7 +349,12 @@ async def toggle_verified(
     desired = {flow_id: not state for flow_id, state in snapshot.ok.items()}
     readable = [i for i in ids if i in desired]
     report = await converge_active(
-        client, readable, desired, client._options.retry.attempts, on_progress, stop,
+        client,
+        readable,
+        desired,
+        client._options.retry.attempts,
+        on_progress,
+        stop,
         result_value=lambda _: True,
     )
     failed: dict[int, B24Error] = {**snapshot.failed, **report.failed}

@@ -185,9 +185,16 @@ class FlowClient:
         """
         auth = WebhookAuth(url)
         return cls._build(
-            lambda tx, t, s: auth, rate_limit=rate_limit, limiter=limiter, session=session,
-            transport=transport, retry=retry, timeout=timeout, concurrency=concurrency,
-            operating_limit=operating_limit, sleep=sleep,
+            lambda tx, t, s: auth,
+            rate_limit=rate_limit,
+            limiter=limiter,
+            session=session,
+            transport=transport,
+            retry=retry,
+            timeout=timeout,
+            concurrency=concurrency,
+            operating_limit=operating_limit,
+            sleep=sleep,
         )
 
     @classmethod
@@ -220,15 +227,29 @@ class FlowClient:
 
         def make(tx: AiohttpTransport | Transport, timeout: Timeout, sleep: Sleep) -> Auth:
             return OAuthAuth(
-                endpoint, tokens, client_id=client_id, client_secret=client_secret,
-                token_url=token_url, on_refresh=on_refresh, refresher=refresher,
-                transport=tx, timeout=timeout, sleep=sleep,
+                endpoint,
+                tokens,
+                client_id=client_id,
+                client_secret=client_secret,
+                token_url=token_url,
+                on_refresh=on_refresh,
+                refresher=refresher,
+                transport=tx,
+                timeout=timeout,
+                sleep=sleep,
             )
 
         return cls._build(
-            make, rate_limit=rate_limit, limiter=limiter, session=session,
-            transport=transport, retry=retry, timeout=timeout, concurrency=concurrency,
-            operating_limit=operating_limit, sleep=sleep,
+            make,
+            rate_limit=rate_limit,
+            limiter=limiter,
+            session=session,
+            transport=transport,
+            retry=retry,
+            timeout=timeout,
+            concurrency=concurrency,
+            operating_limit=operating_limit,
+            sleep=sleep,
         )
 
     def with_options(
@@ -244,12 +265,12 @@ class FlowClient:
             raise TypeError("retry must be an aiob24flow.RetryPolicy")
         if timeout is not None and not isinstance(timeout, Timeout):
             raise TypeError("timeout must be an aiob24flow.Timeout")
-        options = attrs.evolve(
-            self._options,
-            **({"retry": retry} if retry is not None else {}),
-            **({"timeout": timeout} if timeout is not None else {}),
-            **({"concurrency": _check_concurrency(concurrency)} if concurrency is not None
-               else {}),
+        options = _Options(
+            retry if retry is not None else self._options.retry,
+            timeout if timeout is not None else self._options.timeout,
+            _check_concurrency(concurrency)
+            if concurrency is not None
+            else self._options.concurrency,
         )
         return FlowClient(self._core, options, owner=False)
 
@@ -302,7 +323,10 @@ class FlowClient:
         logger.info("retrying after %s (attempt %d)", type(exc).__name__, state.attempt_number)
 
     async def _request(
-        self, method: str, payload: Mapping[str, Any], budget_methods: Iterable[str],
+        self,
+        method: str,
+        payload: Mapping[str, Any],
+        budget_methods: Iterable[str],
         commands: int = 1,
     ) -> Envelope:
         if self._core.closed:
@@ -352,13 +376,19 @@ class FlowClient:
                 exc.reset_at = core.budget.reset_at(method)
                 raise
             except B24Error as exc:
+                if exc.method is None:
+                    exc.method = method
                 if exc.may_have_run:
                     core.stats.unknown_outcomes += 1
                 logger.info("POST %s failed: %s", method, exc)
                 raise
             logger.info(
-                "POST %s -> %d (%d command%s) in %.3fs", method, raw.status, commands,
-                "" if commands == 1 else "s", _time.monotonic() - started,
+                "POST %s -> %d (%d command%s) in %.3fs",
+                method,
+                raw.status,
+                commands,
+                "" if commands == 1 else "s",
+                _time.monotonic() - started,
             )
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("%s body: %s", method, redact(body.decode("utf-8", "replace")))
@@ -430,12 +460,12 @@ class FlowClient:
         *,
         halt: bool,
     ) -> BatchResult:
-        payload = {"halt": 1 if halt else 0, "cmd": dict(zip(wire_keys, cmds))}
+        payload = {"halt": 1 if halt else 0, "cmd": dict(zip(wire_keys, cmds, strict=True))}
         budget_methods = ("batch", *dict.fromkeys(methods))
         envelope = await self._request("batch", payload, budget_methods, commands=len(cmds))
         result = parse_batch(envelope.result, envelope.time, wire_keys, methods, user_keys)
         if result.times:
-            method_of = dict(zip(user_keys, methods))
+            method_of = dict(zip(user_keys, methods, strict=True))
             for key, time in result.times.items():
                 self._core.budget.observe(method_of[key], time)
         for err in result.errors.values():

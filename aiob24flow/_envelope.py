@@ -37,6 +37,8 @@ def parse_response(raw: RawResponse, method: str) -> Envelope:
     # did not run.
     snippet = raw.body[:120].decode("utf-8", "replace") if raw.body else "empty body"
     raise ServerError(
-        f"unexpected answer: {snippet}", code="ERROR_UNEXPECTED_ANSWER",
-        status=raw.status, method=method,
+        f"unexpected answer: {snippet}",
+        code="ERROR_UNEXPECTED_ANSWER",
+        status=raw.status,
+        method=method,
     )

@@ -5,10 +5,9 @@ refuses a request that would lift it above ``burst``. ``LeakyBucket`` mirrors th
 and *reserves* a start time for every caller at ``acquire`` time, so any number of
 concurrent callers queue in order with one computed sleep each, and no polling.
 
-The counter is stored as the time ``empty_at`` at which it would drain to zero: the level
-at time ``now`` is ``(empty_at - now) * rate``. A caller may start once the level, with
-its own request added, is at most the burst; its request then adds ``1 / rate`` to
-``empty_at``.
+The level counts reservations that have not started yet, so it may exceed the burst; a
+caller that finds level ``L`` may start once ``L + 1 - burst`` requests have drained,
+that is after ``(L + 1 - burst) / rate`` seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import asyncio
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -38,8 +37,8 @@ def _loop_time() -> float:
     return asyncio.get_running_loop().time()
 
 
-def _positive(name: str) -> Callable[[object, attrs.Attribute[float], float], None]:
-    def check(_: object, __: attrs.Attribute[float], value: float) -> None:
+def _positive(name: str) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    def check(_: object, __: attrs.Attribute[Any], value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"RateLimit.{name} must be a positive number, got {value!r}")
 
@@ -115,22 +114,28 @@ class LeakyBucket:
         self._capacity = float(rate_limit.burst) - float(rate_limit.headroom)
         self._clock = clock or _loop_time
         self._sleep = sleep or asyncio.sleep
-        self._empty_at: float | None = None
+        self._level = 0.0  # requests in the bucket at time _at, reservations included
+        self._at = 0.0
+
+    def _drain(self) -> float:
+        now = self._clock()
+        if now > self._at:
+            self._level = max(0.0, self._level - (now - self._at) * self._rate)
+            self._at = now
+        return now
 
     def level(self) -> float:
         """Requests in the bucket now, reservations included."""
-        if self._empty_at is None:
-            return 0.0
-        return max(0.0, (self._empty_at - self._clock()) * self._rate)
+        self._drain()
+        return self._level
 
     def reserve(self) -> float:
         """Reserve the next slot; return how long the caller must wait before sending."""
-        now = self._clock()
-        empty_at = now if self._empty_at is None else max(self._empty_at, now)
-        # The caller may start once (empty_at - start) * rate + 1 <= capacity.
-        start = max(now, empty_at - (self._capacity - 1.0) / self._rate)
-        self._empty_at = empty_at + 1.0 / self._rate
-        return start - now
+        self._drain()
+        # The caller may start once the level, drained, plus its own request fits.
+        wait = max(0.0, (self._level + 1.0 - self._capacity) / self._rate)
+        self._level += 1.0
+        return wait
 
     async def acquire(self) -> float:
         wait = self.reserve()
@@ -141,10 +146,8 @@ class LeakyBucket:
     async def refused(self) -> None:
         # The portal says its counter is at the burst: nothing may start before it drains
         # by one request, and every later reservation queues behind that.
-        now = self._clock()
-        full = now + self.rate_limit.burst / self._rate
-        if self._empty_at is None or self._empty_at < full:
-            self._empty_at = full
+        self._drain()
+        self._level = max(self._level, float(self.rate_limit.burst))
 
 
 _buckets: weakref.WeakValueDictionary[tuple[str, float, float, float], LeakyBucket] = (
@@ -155,8 +158,12 @@ _buckets_lock = threading.Lock()
 
 def bucket_for(origin: str, rate_limit: RateLimit) -> LeakyBucket:
     """The process-wide bucket of one portal: every client of that portal shares it."""
-    key = (origin, float(rate_limit.burst), float(rate_limit.per_second),
-           float(rate_limit.headroom))
+    key = (
+        origin,
+        float(rate_limit.burst),
+        float(rate_limit.per_second),
+        float(rate_limit.headroom),
+    )
     with _buckets_lock:
         bucket = _buckets.get(key)
         if bucket is None:

@@ -76,12 +76,17 @@ class AiohttpTransport:
     ) -> RawResponse:
         session = self._get_session()
         client_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeout.connect, connect=timeout.connect,
+            total=None,
+            sock_connect=timeout.connect,
+            connect=timeout.connect,
             sock_read=timeout.read,
         )
         try:
             async with session.post(
-                url, data=body, headers=dict(headers), timeout=client_timeout,
+                url,
+                data=body,
+                headers=dict(headers),
+                timeout=client_timeout,
                 allow_redirects=False,
             ) as response:
                 data = await response.read()

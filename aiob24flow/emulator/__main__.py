@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 
 from . import EmulatorServer, Faults, Portal, PortalConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m aiob24flow.emulator",
-                                description="Serve an emulated Bitrix24 portal on loopback.")
+    p = argparse.ArgumentParser(
+        prog="python -m aiob24flow.emulator",
+        description="Serve an emulated Bitrix24 portal on loopback.",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--flows", type=int, default=1000)
@@ -31,11 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> PortalConfig:
     return PortalConfig(
-        flows=args.flows, burst=args.burst, leak=args.leak or None, latency=args.latency,
-        active_ratio=args.active_ratio, token_lifetime=args.token_lifetime, seed=args.seed,
-        faults=Faults(seed=args.seed, error_before=args.error_before,
-                      error_after=args.error_after, drop_after=args.drop_after,
-                      limit_503=args.limit_503),
+        flows=args.flows,
+        burst=args.burst,
+        leak=args.leak or None,
+        latency=args.latency,
+        active_ratio=args.active_ratio,
+        token_lifetime=args.token_lifetime,
+        seed=args.seed,
+        faults=Faults(
+            seed=args.seed,
+            error_before=args.error_before,
+            error_after=args.error_after,
+            drop_after=args.drop_after,
+            limit_503=args.limit_503,
+        ),
     )
 
 
@@ -43,8 +55,9 @@ async def serve(args: argparse.Namespace) -> None:
     server = EmulatorServer(Portal(config_from_args(args)), args.host, args.port)
     await server.start()
     print(f"emulated portal on {server.base_url} ({args.flows} flows)", flush=True)
-    print(f"  webhook: {server.base_url}/rest/1/<code>/  (code: see PortalState.webhooks)",
-          flush=True)
+    print(
+        f"  webhook: {server.base_url}/rest/1/<code>/  (code: see PortalState.webhooks)", flush=True
+    )
     if args.ready_file:
         with open(args.ready_file, "w") as fh:
             fh.write(str(server.port))
@@ -56,10 +69,8 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

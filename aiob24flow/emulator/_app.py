@@ -115,17 +115,22 @@ class Portal:
 
     # -- executing methods --------------------------------------------------------------
 
-    def run(self, caller: _Caller, method: str, params: dict[Any, Any]) -> tuple[Any, dict[str, Any]]:
+    def run(
+        self, caller: _Caller, method: str, params: dict[Any, Any]
+    ) -> tuple[Any, dict[str, Any]]:
         """Run one (non-batch) method: (result, time object) or raise ``_Fail``."""
         state = self.state
         if "task" not in caller.scopes:
             raise _Fail(
-                401, "insufficient_scope",
+                401,
+                "insufficient_scope",
                 "The request requires higher privileges than provided by the webhook token",
             )
         if state.operating_blocked(caller.entity, method):
             state.refused_429 += 1
-            raise _Fail(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
+            raise _Fail(
+                429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit."
+            )
         started = state.wall_clock()
         result = self._execute(caller.user, method, params)
         state.calls[method] += 1
@@ -178,7 +183,10 @@ class Portal:
         cmd = upper.get("CMD")
         commands = cmd if isinstance(cmd, dict) else {}
         out: dict[str, dict[Any, Any]] = {
-            "result": {}, "result_error": {}, "result_total": {}, "result_next": {},
+            "result": {},
+            "result_error": {},
+            "result_total": {},
+            "result_next": {},
             "result_time": {},
         }
         for index, (key, command) in enumerate(commands.items()):
@@ -197,7 +205,8 @@ class Portal:
             try:
                 if path == "batch":
                     raise _Fail(
-                        200, "ERROR_BATCH_METHOD_NOT_ALLOWED",
+                        200,
+                        "ERROR_BATCH_METHOD_NOT_ALLOWED",
                         "Method is not allowed for batch usage",
                     )
                 method = resolve(path)
@@ -390,7 +399,8 @@ async def _token_endpoint(request: web.Request) -> web.StreamResponse:
     if params.get("grant_type") != "refresh_token":
         return _fail(400, "invalid_request", "Unsupported grant type")
     status, body = state.refresh(
-        str(params.get("client_id", "")), str(params.get("client_secret", "")),
+        str(params.get("client_id", "")),
+        str(params.get("client_secret", "")),
         str(params.get("refresh_token", "")),
     )
     if fault == "error_after":

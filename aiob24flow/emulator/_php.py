@@ -82,7 +82,9 @@ def json_encode(value: Any) -> str:
     """PHP ``json_encode`` with Bitrix's flags (HEX_TAG/AMP/APOS, unescaped unicode)."""
     text = json.dumps(_jsonable(value), ensure_ascii=False, separators=(",", ":"))
     return (
-        text.replace("<", "\\u003C").replace(">", "\\u003E").replace("&", "\\u0026")
+        text.replace("<", "\\u003C")
+        .replace(">", "\\u003E")
+        .replace("&", "\\u0026")
         .replace("'", "\\u0027")
     )
 
