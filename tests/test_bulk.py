@@ -1,0 +1,179 @@
+"""Bulk toggling against the emulator: reports must match what the portal really did."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import aiob24flow as b24
+from aiob24flow.emulator import Faults
+from tests.conftest import no_sleep, serve
+
+FAULTS = {"error_before": 0.05, "error_after": 0.03, "drop_after": 0.02}
+
+
+def client_for(server: Any, **kwargs: Any) -> b24.FlowClient:
+    kwargs.setdefault("rate_limit", b24.RateLimit.unlimited())
+    kwargs.setdefault("sleep", no_sleep)
+    return b24.FlowClient.from_webhook(server.webhook_url(), **kwargs)
+
+
+def assert_partition(report: b24.BulkReport, ids: list[int]) -> None:
+    """Every input id in exactly one map, each map in input order."""
+    seen = [*report.succeeded, *report.failed, *report.unknown]
+    assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen))
+    for part in (report.succeeded, report.failed, report.unknown):
+        assert list(part) == [i for i in ids if i in part]
+
+
+async def test_activate_many_packs_batches_of_50() -> None:
+    async with serve(flows=500) as server, client_for(server) as client:
+        ids = list(range(1, 501))
+        report = await client.activate_many(ids)
+        assert report.ok and report.succeeded == dict.fromkeys(ids, True)
+        assert server.state.requests_by_method == {"batch": 10}
+        assert all(server.state.activations[i] == 1 for i in ids)
+        assert client.stats().commands == 500 and client.stats().requests == 10
+
+
+async def test_pin_many_reports_new_states() -> None:
+    async with serve(flows=120) as server, client_for(server) as client:
+        await client.pin_many(range(1, 61))
+        report = await client.pin_many(range(1, 121))
+        assert report.succeeded == {i: i > 60 for i in range(1, 121)}
+        assert all(server.state.pin_calls[i] == (2 if i <= 60 else 1) for i in range(1, 121))
+
+
+async def test_2000_toggles_with_503s_and_errors_inside_batches() -> None:
+    missing = frozenset(random.Random(7).sample(range(1, 2001), 40))
+    faults = Faults(seed=3, limit_503=0.15)
+    async with serve(flows=2000, missing=missing, faults=faults) as server:
+        async with client_for(server, retry=b24.RetryPolicy(attempts=20)) as client:
+            ids = list(range(1, 2001))
+            random.Random(1).shuffle(ids)
+            report = await client.activate_many(ids)
+        assert_partition(report, ids)
+        assert set(report.failed) == set(missing)
+        for flow_id, error in report.failed.items():
+            assert isinstance(error, b24.FlowError) and error.key == str(flow_id)
+        assert not report.unknown
+        assert server.state.faults_fired["limit_503"] > 0
+        assert client.stats().query_limit_refusals == server.state.faults_fired["limit_503"]
+        for flow_id in ids:
+            assert server.state.activations[flow_id] == (0 if flow_id in missing else 1)
+
+
+async def test_whole_batch_refusal_reports_failed_not_unknown() -> None:
+    async with serve(flows=100, webhook_scopes=frozenset({"crm"})) as server:
+        async with client_for(server) as client:
+            report = await client.activate_many(range(1, 101))
+        assert not report.succeeded and not report.unknown
+        assert all(isinstance(e, b24.InsufficientScope) for e in report.failed.values())
+        assert server.state.activations.total() == 0
+
+
+async def test_faults_never_double_toggle_and_report_truthfully() -> None:
+    faults = Faults(seed=11, **FAULTS)
+    async with serve(flows=5000, faults=faults) as server, client_for(server) as client:
+        ids = list(range(1, 5001))
+        report = await client.activate_many(ids)
+    assert_partition(report, ids)
+    acts = server.state.activations
+    assert max(acts.values()) == 1  # zero doubles
+    assert all(acts[i] == 1 for i in report.succeeded)  # no lies
+    assert all(acts[i] == 0 for i in report.failed)
+    assert report.unknown  # lost answers are reported, never guessed
+    assert all(e.may_have_run for e in report.unknown.values())  # type: ignore[attr-defined]
+    assert sum(faults_fired for faults_fired in server.state.faults_fired.values()) > 0
+
+
+async def test_verify_settles_every_unknown() -> None:
+    faults = Faults(seed=12, **FAULTS)
+    async with serve(flows=5000, faults=faults, active_ratio=0.5) as server:
+        before = server.state.active_states()
+        async with client_for(server) as client:
+            ids = list(range(1, 5001))
+            report = await client.activate_many(ids, verify=True)
+    assert_partition(report, ids)
+    assert not report.unknown and not report.failed
+    assert server.state.faults_fired["drop_after"] > 0
+    for flow_id in ids:
+        assert server.state.activations[flow_id] == 1
+        assert server.state.flows[flow_id].active is not before[flow_id]
+
+
+async def test_set_active_converges_with_minimal_toggles() -> None:
+    faults = Faults(seed=13, **FAULTS)
+    async with serve(flows=3000, faults=faults, active_ratio=0.5, seed=5) as server:
+        before = server.state.active_states()
+        async with client_for(server) as client:
+            ids = list(range(1, 3001))
+            report = await client.set_active(ids, False)
+    assert_partition(report, ids)
+    assert report.ok and report.succeeded == dict.fromkeys(ids, False)
+    assert set(report.changed) == {i for i in ids if before[i]}
+    for flow_id in ids:
+        assert server.state.flows[flow_id].active is False
+        # Never a blind re-send: a flow toggles exactly as often as it needed to.
+        assert server.state.activations[flow_id] == (1 if before[flow_id] else 0)
+
+
+async def test_set_active_dry_run_sends_no_toggle() -> None:
+    async with serve(flows=200, active_ratio=0.5, seed=2) as server:
+        before = server.state.active_states()
+        async with client_for(server) as client:
+            report = await client.set_active(range(1, 201), True, dry_run=True)
+    assert set(report.changed) == {i for i in range(1, 201) if not before[i]}
+    assert report.succeeded == before
+    assert server.state.activations.total() == 0
+    assert set(server.state.requests_by_method) == {"batch"}
+
+
+async def test_set_active_reports_refusals_as_failed() -> None:
+    async with serve(flows=100, missing=frozenset({5, 6})) as server:
+        async with b24.FlowClient.from_webhook(
+            server.webhook_url(2), rate_limit=b24.RateLimit.unlimited(), sleep=no_sleep
+        ) as client:  # user 2 may read every flow but may activate none
+            report = await client.set_active(range(1, 11), False)
+    assert set(report.failed) == set(range(1, 11))
+    assert report.failed[5].description == "Cannot find flow"
+    assert server.state.activations.total() == 0
+
+
+async def test_set_pinned_converges() -> None:
+    faults = Faults(seed=14, **FAULTS)
+    async with serve(flows=3000, faults=faults) as server, client_for(server) as client:
+        ids = list(range(1, 3001))
+        initially = set(random.Random(3).sample(ids, 1000))
+        for flow_id in initially:
+            server.state.pins[(flow_id, 1)] = True
+        report = await client.set_pinned(ids, True)
+    assert_partition(report, ids)
+    assert report.ok and report.succeeded == dict.fromkeys(ids, True)
+    assert all(server.state.pins[(i, 1)] is True for i in ids)
+    lost = server.state.faults_fired["error_after"] + server.state.faults_fired["drop_after"]
+    assert lost > 0
+    # Without lost answers: 1 pin where it was unpinned, 2 where it was pinned already.
+    extra = sum(server.state.pin_calls[i] - (2 if i in initially else 1) for i in ids)
+    assert 0 <= extra <= 2 * 50 * lost
+    changed = set(report.changed)
+    assert changed >= {i for i in ids if i not in initially and server.state.pin_calls[i] == 1}
+
+
+async def test_progress_callback_and_stop() -> None:
+    async with serve(flows=1000) as server, client_for(server, concurrency=1) as client:
+        seen: list[b24.Progress] = []
+        stop = asyncio.Event()
+
+        def on_progress(progress: b24.Progress) -> None:
+            seen.append(progress)
+            if progress.done >= 300:
+                stop.set()
+
+        report = await client.activate_many(range(1, 1001), on_progress=on_progress, stop=stop)
+    assert [p.done for p in seen] == [50, 100, 150, 200, 250, 300]
+    assert seen[-1].total == 1000
+    assert len(report.succeeded) == 300 and len(report.failed) == 700
+    assert all(isinstance(e, b24.RequestNotSent) for e in report.failed.values())
+    assert server.state.activations.total() == 300
