@@ -26,6 +26,7 @@ from ._errors import (
     RefreshRejected,
     RequestNotSent,
     ResponseLost,
+    TokenExpired,
 )
 from ._redact import mask_secret
 from ._transport import Timeout, Transport
@@ -80,6 +81,10 @@ class Auth(Protocol):
 
     async def refresh_after(self, stale: str) -> None: ...
 
+    async def recover(self, stale: str, error: B24Error) -> bool:
+        """After a 401 on token ``stale``: True when a re-send may succeed."""
+        ...
+
 
 class WebhookAuth:
     """``https://portal/rest/USER/CODE/``: the code is the credential, kept out of reprs."""
@@ -107,6 +112,9 @@ class WebhookAuth:
 
     async def refresh_after(self, stale: str) -> None:  # pragma: no cover - never called
         raise RuntimeError("webhooks cannot refresh")
+
+    async def recover(self, stale: str, error: B24Error) -> bool:
+        return False
 
 
 @attrs.frozen(repr=False)
@@ -152,10 +160,15 @@ class OAuthTokens:
 
     @classmethod
     def from_token_response(cls, body: dict[str, Any], now: float) -> OAuthTokens:
+        # expires_in is relative: immune to clock skew and to ``expires`` being whole seconds.
+        expires_in = body.get("expires_in")
         expires = body.get("expires")
-        if not isinstance(expires, (int, float)):
-            expires_in = body.get("expires_in")
-            expires = now + float(expires_in) if isinstance(expires_in, (int, float)) else None
+        if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
+            # A non-positive lifetime is nonsense: treat the expiry as unknown rather than
+            # refreshing again before every call.
+            expires = now + float(expires_in) if expires_in > 0 else None
+        elif not isinstance(expires, (int, float)) or isinstance(expires, bool):
+            expires = None
         scope = body.get("scope")
         return cls(
             access_token=str(body["access_token"]),
@@ -247,6 +260,14 @@ class OAuthAuth:
             await self.refresh_after(self.tokens.access_token)
         token = self.tokens.access_token
         return {"Authorization": f"Bearer {token}"}, token
+
+    async def recover(self, stale: str, error: B24Error) -> bool:
+        if self.tokens.access_token != stale:
+            return True  # refreshed while this call was in flight: send with the new token
+        if isinstance(error, TokenExpired):
+            await self.refresh_after(stale)
+            return True
+        return False
 
     async def refresh_after(self, stale: str) -> None:
         """Make sure the token ``stale`` is replaced; one refresh at a time."""

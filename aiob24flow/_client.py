@@ -39,6 +39,7 @@ from ._batch import BatchResult, Commands, normalize_commands, parse_batch
 from ._envelope import Envelope, parse_response
 from ._errors import (
     B24Error,
+    InvalidToken,
     OperationTimeLimit,
     QueryLimitExceeded,
     TokenExpired,
@@ -344,7 +345,7 @@ class FlowClient:
         self, method: str, body: bytes, budget_methods: tuple[str, ...], commands: int
     ) -> Envelope:
         core = self._core
-        refreshed = False
+        resent = False
         while True:
             await core.budget.wait(budget_methods)
             core.stats.limiter_wait_seconds += await core.limiter.acquire()
@@ -358,13 +359,13 @@ class FlowClient:
                     core.auth.url(method), body, headers, self._options.timeout
                 )
                 envelope = parse_response(raw, method)
-            except TokenExpired:
-                logger.info("%s: access token expired", method)
-                if refreshed or not core.auth.can_refresh:
+            except (TokenExpired, InvalidToken) as exc:
+                # A 401 means the call did not run: refresh if needed, then re-send once
+                # (also when another call refreshed while this one was in flight).
+                logger.info("%s: access token refused (%s)", method, exc.code)
+                if resent or not await core.auth.recover(token, exc):
                     raise
-                # A 401 means the call did not run: refresh, then re-send once.
-                await core.auth.refresh_after(token)
-                refreshed = True
+                resent = True
                 continue
             except QueryLimitExceeded:
                 core.stats.query_limit_refusals += 1
