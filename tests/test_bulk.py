@@ -131,11 +131,14 @@ async def test_set_active_dry_run_sends_no_toggle() -> None:
 
 
 async def test_set_active_reports_refusals_as_failed() -> None:
-    async with serve(flows=100, missing=frozenset({5, 6})) as server:
-        async with b24.FlowClient.from_webhook(
+    # user 2 may read every flow but may activate none
+    async with (
+        serve(flows=100, missing=frozenset({5, 6})) as server,
+        b24.FlowClient.from_webhook(
             server.webhook_url(2), rate_limit=b24.RateLimit.unlimited(), sleep=no_sleep
-        ) as client:  # user 2 may read every flow but may activate none
-            report = await client.set_active(range(1, 11), False)
+        ) as client,
+    ):
+        report = await client.set_active(range(1, 11), False)
     assert set(report.failed) == set(range(1, 11))
     assert report.failed[5].description == "Cannot find flow"
     assert server.state.activations.total() == 0

@@ -1,0 +1,442 @@
+"""The ``aiob24flow`` command line (also ``python -m aiob24flow``).
+
+Exit codes: 0 everything done, 1 some flows failed or are unknown, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TextIO
+
+import attrs
+
+from ._auth import DEFAULT_TOKEN_URL, OAuthTokens
+from ._bulk import BulkReport, Progress
+from ._client import FlowClient
+from ._errors import B24Error
+from ._limiter import RateLimit
+from ._redact import redact
+
+__all__ = ["main", "parse_ids"]
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A one-line error about the command line; exit code 2."""
+
+
+# -- flow ids -------------------------------------------------------------------------------
+
+
+def _expand(token: str) -> Iterator[int]:
+    token = token.strip()
+    if not token:
+        return
+    if "-" in token[1:]:
+        low, _, high = token.partition("-")
+        if not (low.isdigit() and high.isdigit()):
+            raise UsageError(f"bad flow id range {token!r} (expected FROM-TO)")
+        start, end = int(low), int(high)
+        if start < 1 or end < start:
+            raise UsageError(f"bad flow id range {token!r}")
+        if end - start > 1_000_000:
+            raise UsageError(f"flow id range {token!r} is too large")
+        yield from range(start, end + 1)
+        return
+    if not token.isdigit() or int(token) < 1:
+        raise UsageError(f"bad flow id {token!r} (expected a positive integer or FROM-TO)")
+    yield int(token)
+
+
+def parse_ids(
+    tokens: Sequence[str], files: Sequence[str], stdin: TextIO | None = None
+) -> list[int]:
+    """Flow ids from arguments (``5``, ``100-250``, ``-`` for stdin) and files, in order,
+    duplicates dropped."""
+    texts: list[str] = []
+    for token in tokens:
+        if token == "-":
+            texts.extend((stdin or sys.stdin).read().replace(",", " ").split())
+        else:
+            texts.extend(token.replace(",", " ").split())
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                texts.extend(fh.read().replace(",", " ").split())
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    ids = list(dict.fromkeys(flow_id for text in texts for flow_id in _expand(text)))
+    if not ids:
+        raise UsageError("no flow ids given (arguments, --ids-file or - for stdin)")
+    return ids
+
+
+# -- credentials ----------------------------------------------------------------------------
+
+
+class TokenFile:
+    """OAuth tokens in a JSON file, rewritten atomically after every refresh."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            with open(path, encoding="utf-8") as fh:
+                self.data: dict[str, Any] = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read OAuth token file {path}: {exc}") from None
+        for key in ("endpoint", "access_token", "refresh_token"):
+            if not isinstance(self.data.get(key), str):
+                raise UsageError(f"OAuth token file {path} lacks {key!r}")
+
+    def tokens(self) -> OAuthTokens:
+        return OAuthTokens.from_json(self.data)
+
+    async def save(self, tokens: OAuthTokens) -> None:
+        self.data.update(tokens.to_json())
+        directory = os.path.dirname(os.path.abspath(self.path))
+        fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(self.data, fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new file
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def _rate_limit(args: argparse.Namespace) -> RateLimit:
+    presets = {
+        "standard": RateLimit.standard,
+        "enterprise": RateLimit.enterprise,
+        "unlimited": RateLimit.unlimited,
+    }
+    limit = presets[args.plan]()
+    if args.burst is not None or args.per_second is not None:
+        try:
+            limit = RateLimit(
+                burst=args.burst if args.burst is not None else limit.burst,
+                per_second=args.per_second if args.per_second is not None else limit.per_second,
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return limit
+
+
+def make_client(args: argparse.Namespace) -> FlowClient:
+    common: dict[str, Any] = {"rate_limit": _rate_limit(args), "concurrency": args.concurrency}
+    webhook = args.webhook or os.environ.get("B24_WEBHOOK_URL")
+    try:
+        if args.oauth:
+            store = TokenFile(args.oauth)
+            return FlowClient.from_oauth(
+                store.data["endpoint"],
+                store.tokens(),
+                client_id=store.data.get("client_id"),
+                client_secret=store.data.get("client_secret"),
+                token_url=store.data.get("token_url") or DEFAULT_TOKEN_URL,
+                on_refresh=store.save,
+                **common,
+            )
+        if webhook:
+            return FlowClient.from_webhook(webhook, **common)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(redact(str(exc))) from None
+    raise UsageError("no credentials: pass --webhook URL, set B24_WEBHOOK_URL, or --oauth FILE")
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def _error_json(error: BaseException) -> dict[str, Any]:
+    if isinstance(error, B24Error):
+        return {
+            "type": type(error).__name__,
+            "code": error.code,
+            "description": redact(error.description),
+            "status": error.status,
+        }
+    return {"type": type(error).__name__, "description": redact(str(error))}
+
+
+def report_json(report: BulkReport, client: FlowClient | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "summary": report.summary(),
+        "succeeded": {str(k): v for k, v in report.succeeded.items()},
+        "changed": list(report.changed),
+        "failed": {str(k): _error_json(v) for k, v in report.failed.items()},
+        "unknown": {str(k): _error_json(v) for k, v in report.unknown.items()},
+    }
+    if client is not None:
+        out["stats"] = attrs.asdict(client.stats())
+    return out
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, B24Error):
+        return redact(f"{type(error).__name__}: {error.description or error.code}")
+    return redact(f"{type(error).__name__}: {error}")
+
+
+def id_ranges(ids: Sequence[int], limit: int = 160) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3 7"``, cut at ``limit`` characters."""
+    parts: list[str] = []
+    ordered = sorted(ids)
+    start = prev = ordered[0] if ordered else 0
+    for flow_id in [*ordered[1:], None]:
+        if flow_id is not None and flow_id == prev + 1:
+            prev = flow_id
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if flow_id is not None:
+            start = prev = flow_id
+    text = " ".join(parts) if ordered else ""
+    return text if len(text) <= limit else text[: limit - 4].rsplit(" ", 1)[0] + " ..."
+
+
+def summary_lines(report: BulkReport, *, changed_label: str = "changed") -> list[str]:
+    s = report.summary()
+    lines = [
+        f"  total      {s['total']:>7}",
+        f"  succeeded  {s['succeeded']:>7}",
+    ]
+    if report.changed or changed_label != "changed":
+        lines.append(f"  {changed_label:<10} {s['changed']:>7}")
+    for label, part in (("failed", report.failed), ("unknown", report.unknown)):
+        lines.append(f"  {label:<10} {len(part):>7}")
+        by_reason: dict[str, list[int]] = {}
+        for flow_id, error in part.items():
+            by_reason.setdefault(_reason(error), []).append(flow_id)
+        ranked = sorted(by_reason.items(), key=lambda item: -len(item[1]))
+        for reason, flow_ids in ranked[:8]:
+            lines.append(f"    {len(flow_ids):>6} x {reason}: {id_ranges(flow_ids)}")
+    return lines
+
+
+class _ProgressBar:
+    """A rich progress bar on a terminal; nothing otherwise (or with --quiet)."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+        if not enabled:
+            return
+        try:
+            from rich.progress import Progress as RichProgress
+        except ImportError:  # the [cli] extra is not installed: no bar
+            return
+        self._progress = RichProgress(transient=True, console=None)
+        self._task = self._progress.add_task(label, total=total)
+
+    def __enter__(self) -> Callable[[Progress], None] | None:
+        if self._progress is None:
+            return None
+        self._progress.start()
+        return self.update
+
+    def update(self, progress: Progress) -> None:
+        self._progress.update(self._task, completed=progress.done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+async def _run_bulk(args: argparse.Namespace, out: TextIO) -> int:
+    ids = parse_ids(args.ids, args.ids_file)
+    client = make_client(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    interrupted = False
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        if interrupted:  # a second Ctrl-C: stop waiting
+            raise KeyboardInterrupt
+        interrupted = True
+        stop.set()
+        print(
+            "\ninterrupted: sending no new batch; waiting for those in flight...", file=sys.stderr
+        )
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    show_bar = not args.quiet and not args.json and sys.stderr.isatty()
+    try:
+        async with client:
+            with _ProgressBar(show_bar, len(ids), args.command) as on_progress:
+                report = await _dispatch(client, args, ids, on_progress, stop)
+            if args.json:
+                json.dump(report_json(report, client), out, indent=2)
+                out.write("\n")
+            elif not args.quiet or not report.ok:
+                label = "would change" if getattr(args, "dry_run", False) else "changed"
+                print(f"{args.command}: {len(ids)} flows", file=out)
+                print("\n".join(summary_lines(report, changed_label=label)), file=out)
+                if args.command == "get":
+                    for flow_id, flow in report.succeeded.items():
+                        print(
+                            f"  flow {flow_id}: active={flow.get('active')} "
+                            f"name={flow.get('name')!r}",
+                            file=out,
+                        )
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+    return EXIT_OK if report.ok else EXIT_INCOMPLETE
+
+
+async def _dispatch(
+    client: FlowClient,
+    args: argparse.Namespace,
+    ids: list[int],
+    on_progress: Callable[[Progress], None] | None,
+    stop: asyncio.Event,
+) -> BulkReport:
+    if args.command == "activate":
+        return await client.activate_many(
+            ids, verify=args.verify, on_progress=on_progress, stop=stop
+        )
+    if args.command == "pin":
+        return await client.pin_many(ids, on_progress=on_progress, stop=stop)
+    if args.command == "set-active":
+        return await client.set_active(
+            ids, args.state, dry_run=args.dry_run, on_progress=on_progress, stop=stop
+        )
+    if args.command == "set-pinned":
+        if args.dry_run:
+            raise UsageError("set-pinned --dry-run is impossible: pin state cannot be read")
+        return await client.set_pinned(ids, args.state, on_progress=on_progress, stop=stop)
+    if args.command == "get":
+        return await client.get_many(ids)
+    raise UsageError(f"unknown command {args.command}")  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    auth = common.add_argument_group("credentials")
+    auth.add_argument(
+        "--webhook", metavar="URL", help="inbound webhook URL (default: $B24_WEBHOOK_URL)"
+    )
+    auth.add_argument(
+        "--oauth",
+        metavar="FILE",
+        help="JSON file with endpoint, client_id, client_secret, access_token, "
+        "refresh_token; rewritten atomically after each refresh",
+    )
+    pace = common.add_argument_group("pace")
+    pace.add_argument(
+        "--plan",
+        choices=["standard", "enterprise", "unlimited"],
+        default="standard",
+        help="rate-limit preset (default: standard, 50 + 2/s)",
+    )
+    pace.add_argument("--burst", type=float, help="override the preset's burst")
+    pace.add_argument("--per-second", type=float, help="override the preset's leak rate")
+    pace.add_argument(
+        "--concurrency", type=int, default=64, help="batch requests in flight at most (default 64)"
+    )
+    out = common.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print a machine-readable report")
+    out.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    out.add_argument(
+        "--verbose",
+        "-v",
+        action="count",
+        default=0,
+        help="log requests (-v INFO, -vv DEBUG), secrets redacted",
+    )
+    ids = argparse.ArgumentParser(add_help=False)
+    ids.add_argument(
+        "ids", nargs="*", metavar="ID", help="flow ids: 517, ranges 100-250, or - to read stdin"
+    )
+    ids.add_argument(
+        "--ids-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="read flow ids from a file (whitespace or comma separated)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="aiob24flow",
+        description="Toggle Bitrix24 flows (tasks.flow.Flow.activate / pin) exactly once.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("activate", parents=[common, ids], help="toggle each flow's active state")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="read states before and after lost answers so nothing stays unknown",
+    )
+    sub.add_parser("pin", parents=[common, ids], help="toggle each flow's pin for you")
+    for name, noun in (("set-active", "active"), ("set-pinned", "pinned")):
+        p = sub.add_parser(name, parents=[common, ids], help=f"make flows {noun} or not")
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--on", dest="state", action="store_const", const=True)
+        group.add_argument("--off", dest="state", action="store_const", const=False)
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="read states and print what would change; toggle nothing",
+        )
+    sub.add_parser("get", parents=[common, ids], help="read flows (active state, name)")
+    p = sub.add_parser("demo", help="run a bulk job against a built-in emulated portal")
+    p.add_argument("--flows", type=int, default=600)
+    p.add_argument("--no-faults", action="store_true", help="no injected faults")
+    p.add_argument("--seed", type=int, default=2026)
+    sub.add_parser("emulator", help="serve an emulated portal (see --help)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        from .emulator.__main__ import main as emulator_main
+
+        return emulator_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "verbose", 0):
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+            format="%(asctime)s %(name)s %(levelname)s %(message)s",
+            stream=sys.stderr,
+        )
+    try:
+        if args.command == "demo":
+            from ._demo import run_demo
+
+            return asyncio.run(
+                run_demo(flows=args.flows, faults=not args.no_faults, seed=args.seed)
+            )
+        return asyncio.run(_run_bulk(args, sys.stdout))
+    except UsageError as exc:
+        print(f"aiob24flow: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except B24Error as exc:
+        print(f"aiob24flow: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    except KeyboardInterrupt:
+        print("aiob24flow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
