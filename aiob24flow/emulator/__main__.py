@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 
 from . import EmulatorServer, Faults, Portal, PortalConfig
@@ -28,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--error-after", type=float, default=0.0)
     p.add_argument("--drop-after", type=float, default=0.0)
     p.add_argument("--limit-503", type=float, default=0.0)
+    p.add_argument("--hang-after", type=float, default=0.0)
+    p.add_argument("--hang-seconds", type=float, default=5.0)
+    p.add_argument(
+        "--lenient-method-case",
+        action="store_true",
+        help="accept lowercased flow method names (NOT like the real portal)",
+    )
     p.add_argument("--ready-file", help="write the port here once listening (for scripts)")
     return p
 
@@ -59,8 +67,10 @@ async def serve(args: argparse.Namespace) -> None:
         f"  webhook: {server.base_url}/rest/1/<code>/  (code: see PortalState.webhooks)", flush=True
     )
     if args.ready_file:
-        with open(args.ready_file, "w") as fh:
+        tmp = args.ready_file + ".tmp"
+        with open(tmp, "w") as fh:
             fh.write(str(server.port))
+        os.replace(tmp, args.ready_file)
     try:
         await asyncio.Event().wait()
     finally:

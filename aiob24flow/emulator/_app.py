@@ -50,11 +50,17 @@ class _Caller:
     scopes: frozenset[str]
 
 
-def resolve(name: str) -> str | None:
-    """The canonical method for ``name``, following the portal's case rules (§1.3)."""
+def resolve(name: str, *, lenient: bool = False) -> str | None:
+    """The canonical method for ``name``, following the portal's case rules (§1.3).
+
+    ``lenient`` accepts any case (NOT the real portal: for measuring clients that
+    lowercase method names).
+    """
     if name.lower() == "batch":
         return "batch"
     parts = name.split(".")
+    if lenient and len(parts) == 4 and name.lower().startswith("tasks.flow.flow."):
+        parts = ["tasks", "flow", "Flow", parts[3]]
     if (
         len(parts) == 4
         and parts[0] == "tasks"
@@ -107,6 +113,7 @@ class Portal:
     def app(self) -> web.Application:
         app = web.Application()
         app[PORTAL_KEY] = self
+        app.router.add_get("/_emulator/stats", _stats)
         app.router.add_route("*", "/oauth/token/", _token_endpoint)
         app.router.add_route("*", "/oauth/token", _token_endpoint)
         app.router.add_route("*", "/rest/{user}/{code}/{method}", _rest)
@@ -209,7 +216,7 @@ class Portal:
                         "ERROR_BATCH_METHOD_NOT_ALLOWED",
                         "Method is not allowed for batch usage",
                     )
-                method = resolve(path)
+                method = resolve(path, lenient=self.config.lenient_method_case)
                 if method is None or method == "batch":
                     raise _Fail(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
                 if "task" not in caller.scopes:
@@ -348,7 +355,7 @@ async def _rest(request: web.Request) -> web.StreamResponse:
     for suffix in (".json", ".xml"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
-    method = resolve(name)
+    method = resolve(name, lenient=config.lenient_method_case)
     state.requests_by_method[method or name] += 1
     fault = config.faults.draw(method or name)
     if fault:
@@ -380,6 +387,24 @@ async def _rest(request: web.Request) -> web.StreamResponse:
     if fault == "hang_after":
         await asyncio.sleep(config.faults.hang_seconds)
     return _answer(200, {"result": result, "time": time})
+
+
+async def _stats(request: web.Request) -> web.StreamResponse:
+    """What the portal recorded, for benchmarks driving an emulator in another process."""
+    state = request.app[PORTAL_KEY].state
+    body = {
+        "requests": state.requests,
+        "requests_by_method": dict(state.requests_by_method),
+        "calls": dict(state.calls),
+        "refused_503": state.refused_503,
+        "refused_429": state.refused_429,
+        "faults_fired": dict(state.faults_fired),
+        "activations": {str(k): v for k, v in state.activations.items()},
+        "pin_calls": {str(k): v for k, v in state.pin_calls.items()},
+        "refreshes": state.refreshes,
+        "rejected_refreshes": state.rejected_refreshes,
+    }
+    return web.json_response(body)
 
 
 async def _token_endpoint(request: web.Request) -> web.StreamResponse:
