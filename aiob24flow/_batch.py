@@ -117,7 +117,7 @@ def normalize_commands(commands: Commands) -> tuple[list[str], list[str], list[s
 def as_map(value: Any) -> dict[str, Any]:
     """A ``result_*`` member as a map: ``[]`` → {}, a list → {"0": .., "1": ..}."""
     if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
+        return value  # decoded JSON: the keys are str already
     if isinstance(value, list):
         return {str(i): v for i, v in enumerate(value)}
     return {}

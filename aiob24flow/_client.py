@@ -14,7 +14,6 @@ One call, top to bottom::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time as _time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -25,7 +24,7 @@ import aiohttp
 import attrs
 import tenacity
 
-from . import _bulk
+from . import _bulk, _json
 from ._auth import (
     DEFAULT_TOKEN_URL,
     Auth,
@@ -174,7 +173,7 @@ class FlowClient:
         transport: Transport | None = None,
         retry: RetryPolicy | None = None,
         timeout: Timeout | None = None,
-        concurrency: int = 64,
+        concurrency: int = 16,
         operating_limit: float = 480.0,
         sleep: Sleep | None = None,
     ) -> FlowClient:
@@ -215,7 +214,7 @@ class FlowClient:
         transport: Transport | None = None,
         retry: RetryPolicy | None = None,
         timeout: Timeout | None = None,
-        concurrency: int = 64,
+        concurrency: int = 16,
         operating_limit: float = 480.0,
         sleep: Sleep | None = None,
     ) -> FlowClient:
@@ -332,7 +331,10 @@ class FlowClient:
     ) -> Envelope:
         if self._core.closed:
             raise RuntimeError("the client is closed")
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            body = _json.dumps(payload)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"params must be JSON-serialisable: {exc}") from None
         methods = tuple(budget_methods)
         async for attempt in retrying(
             self._options.retry, sleep=self._core.sleep, before_sleep=self._on_retry
@@ -411,10 +413,6 @@ class FlowClient:
         if params is not None and not isinstance(params, Mapping):
             raise TypeError("params must be a mapping or None")
         payload = dict(params or {})
-        try:
-            json.dumps(payload)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"params must be JSON-serialisable: {exc}") from None
         envelope = await self._request(method, payload, (method,))
         return envelope.result
 
@@ -466,9 +464,11 @@ class FlowClient:
         envelope = await self._request("batch", payload, budget_methods, commands=len(cmds))
         result = parse_batch(envelope.result, envelope.time, wire_keys, methods, user_keys)
         if result.times:
+            # The newest figure per method is all the budget needs.
             method_of = dict(zip(user_keys, methods, strict=True))
-            for key, time in result.times.items():
-                self._core.budget.observe(method_of[key], time)
+            latest = {method_of[key]: time for key, time in result.times.items()}
+            for sub_method, time in latest.items():
+                self._core.budget.observe(sub_method, time)
         for err in result.errors.values():
             if isinstance(err, OperationTimeLimit) and err.method:
                 self._core.budget.blocked(err.method)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import attrs
 
+from . import _json
 from ._errors import ServerError, error_from_envelope
 from ._transport import RawResponse
 
@@ -24,7 +24,7 @@ class Envelope:
 def parse_response(raw: RawResponse, method: str) -> Envelope:
     """Return the envelope of a successful call or raise the error it carries."""
     try:
-        body = json.loads(raw.body) if raw.body else None
+        body = _json.loads(raw.body) if raw.body else None
     except ValueError:
         body = None
     if isinstance(body, dict) and "error" in body:

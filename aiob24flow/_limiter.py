@@ -50,22 +50,35 @@ class RateLimit:
     """The portal's request limit: a bucket of ``burst`` requests draining ``per_second``.
 
     ``headroom`` is how many request slots the client keeps free below the portal's burst,
-    so requests that arrive a few milliseconds out of step (network jitter) are not
-    refused; it costs ``headroom / per_second`` seconds once per job.
+    so requests that arrive out of step (network jitter, a stalled server) are not
+    refused; it costs ``headroom / per_second`` seconds once per job. The default (None)
+    keeps 50 ms of jitter and at least half a slot: ``max(0.5, 0.05 * per_second)``,
+    never more than ``burst - 1``.
     ``backend`` optionally names a shared limiter (see ``aiob24flow.RedisLimiter``);
     None keeps the bucket in this process.
     """
 
     burst: float = attrs.field(default=50, validator=_positive("burst"))
     per_second: float = attrs.field(default=2, validator=_positive("per_second"))
-    headroom: float = attrs.field(default=0.5)
+    headroom: float | None = attrs.field(default=None)
     backend: object | None = attrs.field(default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        if isinstance(self.headroom, bool) or not 0 <= self.headroom < self.burst:
+        if self.headroom is not None and (
+            isinstance(self.headroom, bool)
+            or not isinstance(self.headroom, (int, float))
+            or not 0 <= self.headroom < self.burst
+        ):
             raise ValueError(
                 f"RateLimit.headroom must be >= 0 and below burst, got {self.headroom!r}"
             )
+
+    @property
+    def slots_kept_free(self) -> float:
+        """The headroom in effect (see the class docstring)."""
+        if self.headroom is not None:
+            return float(self.headroom)
+        return min(max(0.5, 0.05 * self.per_second), max(0.0, self.burst - 1))
 
     @classmethod
     def standard(cls) -> RateLimit:
@@ -111,7 +124,7 @@ class LeakyBucket:
     ) -> None:
         self.rate_limit = rate_limit
         self._rate = float(rate_limit.per_second)
-        self._capacity = float(rate_limit.burst) - float(rate_limit.headroom)
+        self._capacity = float(rate_limit.burst) - rate_limit.slots_kept_free
         self._clock = clock or _loop_time
         self._sleep = sleep or asyncio.sleep
         self._level = 0.0  # requests in the bucket at time _at, reservations included
@@ -162,7 +175,7 @@ def bucket_for(origin: str, rate_limit: RateLimit) -> LeakyBucket:
         origin,
         float(rate_limit.burst),
         float(rate_limit.per_second),
-        float(rate_limit.headroom),
+        rate_limit.slots_kept_free,
     )
     with _buckets_lock:
         bucket = _buckets.get(key)

@@ -68,7 +68,10 @@ class AiohttpTransport:
                 raise RuntimeError("the aiohttp session passed to the client is closed")
             # Keep-alive connections, no per-host cap below the limiter's pace.
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-            self._session = aiohttp.ClientSession(connector=connector)
+            # The portal sets no cookie we need: skip the per-response cookie work.
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def post(

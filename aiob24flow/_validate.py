@@ -21,6 +21,9 @@ def check_flow_ids(values: object, name: str = "ids") -> list[int]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise TypeError(f"{name} must be an iterable of int flow ids")
     ids = list(values)
+    # Fast path for the common case (plain ints >= 1, distinct); details only on failure.
+    if all(type(v) is int and v >= 1 for v in ids) and len(set(ids)) == len(ids):
+        return ids
     seen: set[int] = set()
     for index, value in enumerate(ids):
         check_flow_id(value, f"{name}[{index}]")

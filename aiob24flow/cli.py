@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--burst", type=float, help="override the preset's burst")
     pace.add_argument("--per-second", type=float, help="override the preset's leak rate")
     pace.add_argument(
-        "--concurrency", type=int, default=64, help="batch requests in flight at most (default 64)"
+        "--concurrency", type=int, default=16, help="batch requests in flight at most (default 16)"
     )
     out = common.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print a machine-readable report")

@@ -106,6 +106,19 @@ def theoretical(n: int, burst: float, rate: float | None) -> float:
     return max(0.0, (math.ceil(n / 50) - burst) / rate)
 
 
+@contextlib.contextmanager
+def stdlib_json() -> Iterator[None]:
+    """Run aiob24flow with the stdlib json module instead of orjson."""
+    from aiob24flow import _json
+
+    saved = _json.loads, _json.dumps
+    _json.loads, _json.dumps = json.loads, _json._std_dumps  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        _json.loads, _json.dumps = saved  # type: ignore[assignment]
+
+
 async def run_ours(base: str, n: int, limit: b24.RateLimit, mode: str = "toggle") -> dict[str, Any]:
     url = f"{base}/rest/1/{WEBHOOK_CODE}/"
     ids = list(range(1, n + 1))
@@ -192,6 +205,12 @@ async def limited_cases(quick: bool) -> list[str]:
             stats = await portal_stats(base)
         lines.append(row("aiob24flow " + label, n, burst, rate, ours, stats, latency))
         print(lines[-1], flush=True)
+        if rate is None:  # the CPU case: also without orjson
+            with stdlib_json(), emulator(n, burst, rate) as base:
+                plain = await run_ours(base, n, limit)
+                pstats = await portal_stats(base)
+            lines.append(row("  (stdlib json)", n, burst, rate, plain, pstats))
+            print(lines[-1], flush=True)
         if have_fast:
             with emulator(n, burst, rate, latency=latency, lenient=True) as base:
                 fast = await run_fast(base, n, burst, rate)
@@ -277,7 +296,12 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=["limited", "faults"])
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, aiob24flow {b24.__version__}, {os.cpu_count()} cpus")
+    from aiob24flow import _json
+
+    print(
+        f"python {sys.version.split()[0]}, aiob24flow {b24.__version__} "
+        f"(json: {_json.BACKEND}), {os.cpu_count()} cpus"
+    )
     print(await faithful_check(), flush=True)
     results: dict[str, list[str]] = {}
     if args.only in (None, "limited"):

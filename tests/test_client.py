@@ -313,3 +313,23 @@ async def test_connect_error_means_not_sent() -> None:
             await client.activate(1)
         assert not info.value.may_have_run
         assert client.stats().retries == 2
+
+
+@pytest.mark.parametrize("backend", ["json", "orjson"])
+async def test_both_json_backends(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from aiob24flow import _json
+
+    if backend == "json":
+        monkeypatch.setattr(_json, "loads", json.loads)
+        monkeypatch.setattr(_json, "dumps", _json._std_dumps)
+    elif _json.BACKEND != "orjson":
+        pytest.skip("orjson is not installed")
+    async with serve(flows=60) as server, client_for(server) as client:
+        assert await client.call("tasks.flow.Flow.get", {"flowId": 1, "x": {2: "Поток"}})
+        report = await client.activate_many(range(1, 61))
+        assert report.ok and server.state.activations.total() == 60
+        with pytest.raises(TypeError, match="JSON"):
+            await client.call("tasks.flow.Flow.get", {"flowId": object()})
+        assert server.state.requests == 3

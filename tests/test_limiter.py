@@ -44,7 +44,7 @@ async def test_admits_exactly_burst_then_rate(burst: int, rate: float) -> None:
 
 async def test_headroom_keeps_slots_free() -> None:
     clock = FakeClock()
-    bucket = b24.LeakyBucket(b24.RateLimit(50, 2, headroom=0.5), clock=clock, sleep=clock.sleep)
+    bucket = b24.LeakyBucket(b24.RateLimit(50, 2), clock=clock, sleep=clock.sleep)  # 0.5 free
     starts = await start_times(bucket, clock, 52)
     assert starts[:49] == [0.0] * 49
     assert starts[49:] == pytest.approx([0.25, 0.75, 1.25])
@@ -107,3 +107,20 @@ def test_one_bucket_per_portal_in_process() -> None:
     c1 = b24.FlowClient.from_webhook("https://a.bitrix24.com/rest/1/x/", rate_limit=limit)
     c2 = b24.FlowClient.from_webhook("https://a.bitrix24.com/rest/2/y/", rate_limit=limit)
     assert c1._core.limiter is c2._core.limiter is a
+
+
+@pytest.mark.parametrize(
+    ("limit", "free"),
+    [
+        (b24.RateLimit(50, 2), 0.5),
+        (b24.RateLimit(50, 20), 1.0),
+        (b24.RateLimit(250, 5), 0.5),
+        (b24.RateLimit(1, 1), 0.0),
+        (b24.RateLimit(50, 2, headroom=0), 0.0),
+        (b24.RateLimit(50, 20, headroom=3), 3.0),
+    ],
+)
+def test_default_headroom_is_50ms_of_jitter_and_at_least_half_a_slot(
+    limit: b24.RateLimit, free: float
+) -> None:
+    assert limit.slots_kept_free == free
