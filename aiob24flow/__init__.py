@@ -32,6 +32,7 @@ from ._errors import (
     TransportError,
 )
 from ._limiter import LeakyBucket, RateLimit
+from ._redis import LimiterUnavailable, RedisLimiter
 from ._retry import RetryPolicy
 from ._stats import Stats
 from ._transport import Timeout
@@ -53,6 +54,7 @@ __all__ = [
     "InvalidCredentials",
     "InvalidToken",
     "LeakyBucket",
+    "LimiterUnavailable",
     "MethodNotFound",
     "OAuthError",
     "OAuthTokens",
@@ -61,6 +63,7 @@ __all__ = [
     "Progress",
     "QueryLimitExceeded",
     "RateLimit",
+    "RedisLimiter",
     "RefreshOutcomeUnknown",
     "RefreshRejected",
     "RequestNotSent",

@@ -153,13 +153,17 @@ class FlowClient:
         tx: AiohttpTransport | Transport = transport or AiohttpTransport(session)
         options = _Options(retry or RetryPolicy(), timeout or Timeout(), concurrency)
         auth = make_auth(tx, options.timeout, real_sleep)
-        core = _Core(
-            auth,
-            tx,
-            _make_limiter(auth.origin, rate_limit, limiter),
-            OperatingBudget(limit=operating_limit, sleep=real_sleep),
-            real_sleep,
+        chosen = _make_limiter(auth.origin, rate_limit, limiter)
+        if sleep is not None and hasattr(chosen, "sleep"):
+            chosen.sleep = sleep  # a shared (Redis) bucket sleeps with the client's sleep
+        backend = rate_limit.backend if rate_limit is not None else None
+        budget_for = getattr(backend, "budget_for", None)
+        budget: OperatingBudget = (
+            budget_for(auth.origin, real_sleep)
+            if budget_for is not None
+            else OperatingBudget(limit=operating_limit, sleep=real_sleep)
         )
+        core = _Core(auth, tx, chosen, budget, real_sleep)
         return cls(core, options)
 
     @classmethod
@@ -275,6 +279,13 @@ class FlowClient:
         return FlowClient(self._core, options, owner=False)
 
     async def __aenter__(self) -> FlowClient:
+        start = getattr(self._core.limiter, "start", None)
+        if start is not None:
+            try:
+                await start()  # a shared limiter says now, not mid-job, that it is away
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
     async def __aexit__(

@@ -125,15 +125,20 @@ def _rate_limit(args: argparse.Namespace) -> RateLimit:
         "unlimited": RateLimit.unlimited,
     }
     limit = presets[args.plan]()
-    if args.burst is not None or args.per_second is not None:
-        try:
-            limit = RateLimit(
-                burst=args.burst if args.burst is not None else limit.burst,
-                per_second=args.per_second if args.per_second is not None else limit.per_second,
-            )
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    return limit
+    backend = None
+    if args.redis:
+        from ._redis import RedisLimiter
+
+        backend = RedisLimiter(args.redis)
+    try:
+        return RateLimit(
+            burst=args.burst if args.burst is not None else limit.burst,
+            per_second=args.per_second if args.per_second is not None else limit.per_second,
+            headroom=limit.headroom,
+            backend=backend,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def make_client(args: argparse.Namespace) -> FlowClient:
@@ -349,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pace.add_argument("--burst", type=float, help="override the preset's burst")
     pace.add_argument("--per-second", type=float, help="override the preset's leak rate")
+    pace.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share the rate limit with other processes through Redis "
+        "(pip install 'aiob24flow[redis]')",
+    )
     pace.add_argument(
         "--concurrency", type=int, default=16, help="batch requests in flight at most (default 16)"
     )

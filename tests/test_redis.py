@@ -1,0 +1,210 @@
+"""The Redis-shared limiter against a real redis-server on loopback (never mocked)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import aiob24flow as b24
+from aiob24flow._redis import RedisBucket, RedisOperatingBudget
+from tests.conftest import no_sleep, serve
+
+pytestmark = pytest.mark.redis
+
+SCRIPT = Path(sys.executable).parent / "aiob24flow"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (.ci/run installs it)")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def unique_prefix() -> str:
+    return f"test{time.monotonic_ns()}"
+
+
+async def test_shared_bucket_admits_burst_then_rate(redis_url: str) -> None:
+    backend = b24.RedisLimiter(redis_url, prefix=unique_prefix())
+    limit = b24.RateLimit(5, 10, headroom=0)
+    a = backend.limiter_for("https://p.bitrix24.com", limit)
+    b = backend.limiter_for("https://p.bitrix24.com", limit)  # another "process"
+    a.sleep = b.sleep = no_sleep
+    waits = await asyncio.gather(*((a if i % 2 else b).acquire() for i in range(15)))
+    waits = sorted(waits)
+    assert waits[:5] == [0.0] * 5
+    # then one every 0.1 s (Redis' clock moves a few ms while the calls run)
+    for k, wait in enumerate(waits[5:], start=1):
+        assert wait == pytest.approx(k * 0.1, abs=0.03)
+    other = backend.limiter_for("https://q.bitrix24.com", limit)
+    other.sleep = no_sleep
+    assert await other.acquire() == 0.0  # one bucket per portal
+    await backend.aclose()
+
+
+async def test_refusal_resyncs_every_process(redis_url: str) -> None:
+    backend = b24.RedisLimiter(redis_url, prefix=unique_prefix())
+    limit = b24.RateLimit(50, 2, headroom=0)
+    a = backend.limiter_for("https://p.bitrix24.com", limit)
+    b = backend.limiter_for("https://p.bitrix24.com", limit)
+    a.sleep = b.sleep = no_sleep
+    assert await a.acquire() == 0.0
+    await a.refused()  # the portal said the bucket is full
+    assert await b.acquire() == pytest.approx(0.5, abs=0.02)
+    await backend.aclose()
+
+
+async def test_shared_operating_budget(redis_url: str) -> None:
+    backend = b24.RedisLimiter(redis_url, prefix=unique_prefix())
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    one = backend.budget_for("https://p.bitrix24.com", sleep)
+    two = backend.budget_for("https://p.bitrix24.com", sleep)
+    assert isinstance(one, RedisOperatingBudget)
+    one.observe(
+        "tasks.flow.Flow.activate", {"operating": 470, "operating_reset_at": time.time() + 30}
+    )
+    await one.wait(["batch"])  # pushes the figure to Redis
+    await two.wait(["tasks.flow.Flow.pin"])
+    assert slept == []  # other methods are not held back
+    await two.wait(["tasks.flow.Flow.activate"])
+    assert slept and slept[0] == pytest.approx(30, abs=1)
+    await backend.aclose()
+
+
+async def test_unreachable_redis_is_a_clear_error_at_start_up() -> None:
+    async with serve(flows=10) as server:
+        backend = b24.RedisLimiter(f"redis://127.0.0.1:{free_port()}/0")
+        client = b24.FlowClient.from_webhook(
+            server.webhook_url(), rate_limit=b24.RateLimit(50, 2, backend=backend)
+        )
+        with pytest.raises(b24.LimiterUnavailable, match="cannot reach Redis"):
+            async with client:
+                pass
+        assert server.state.requests == 0
+
+
+async def test_redis_lost_mid_job_fails_remaining_work_as_not_sent() -> None:
+    async with serve(flows=200) as server:
+        backend = b24.RedisLimiter(f"redis://127.0.0.1:{free_port()}/0")
+        client = b24.FlowClient.from_webhook(
+            server.webhook_url(),
+            rate_limit=b24.RateLimit(50, 2, backend=backend),
+            retry=b24.RetryPolicy(attempts=2),
+            sleep=no_sleep,
+        )
+        report = await client.activate_many(range(1, 201))  # no start-up check: "mid-job"
+        await client.aclose()
+        assert len(report.failed) == 200 and not report.unknown
+        assert all(isinstance(e, b24.LimiterUnavailable) for e in report.failed.values())
+        assert server.state.requests == 0  # never silent over-sending
+
+
+async def test_redis_lost_mid_job_local_fallback() -> None:
+    async with serve(flows=200, burst=50, leak=2.0) as server:
+        backend = b24.RedisLimiter(
+            f"redis://127.0.0.1:{free_port()}/0", on_unavailable="local", fallback_share=4
+        )
+        client = b24.FlowClient.from_webhook(
+            server.webhook_url(), rate_limit=b24.RateLimit(50, 2, backend=backend), sleep=no_sleep
+        )
+        report = await client.activate_many(range(1, 201))
+        await client.aclose()
+        assert report.ok and server.state.activations.total() == 200
+        bucket = client._core.limiter
+        assert isinstance(bucket, RedisBucket) and bucket._degraded
+
+
+def test_backend_validation() -> None:
+    with pytest.raises(ValueError, match="on_unavailable"):
+        b24.RedisLimiter(on_unavailable="maybe")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fallback_share"):
+        b24.RedisLimiter(fallback_share=0)
+    assert "secret" not in repr(b24.RedisLimiter("redis://:secret@127.0.0.1:1/0"))
+
+
+async def run_cli_workers(
+    url: str, redis: str | None, workers: int, per_worker: int, per_second: float
+) -> list[dict[str, object]]:
+    procs = []
+    for w in range(workers):
+        first, last = w * per_worker + 1, (w + 1) * per_worker
+        args = [
+            str(SCRIPT),
+            "activate",
+            f"{first}-{last}",
+            "--webhook",
+            url,
+            "--json",
+            "--burst",
+            "50",
+            "--per-second",
+            str(per_second),
+        ]
+        if redis:
+            args += ["--redis", redis]
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+        )
+    outputs = []
+    for proc in procs:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+        assert proc.returncode == 0, (err.decode()[-500:], out.decode()[:1500])
+        outputs.append(json.loads(out))
+    return outputs
+
+
+async def test_four_processes_share_one_bucket(redis_url: str) -> None:
+    # The emulator listens on a new port, so the shared bucket's key is new too.
+    async with serve(flows=10000, burst=50, leak=20.0) as server:
+        started = time.monotonic()
+        outputs = await run_cli_workers(server.webhook_url(), redis_url, 4, 2500, 20.0)
+        elapsed = time.monotonic() - started
+    assert server.state.refused_503 == 0
+    assert all(o["summary"]["succeeded"] == 2500 for o in outputs)  # type: ignore[index]
+    assert all(server.state.activations[i] == 1 for i in range(1, 10001))
+    assert elapsed >= (200 - 50) / 20 * 0.95  # the portal's minimum: nobody cheated
