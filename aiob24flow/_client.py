@@ -177,7 +177,7 @@ class FlowClient:
         transport: Transport | None = None,
         retry: RetryPolicy | None = None,
         timeout: Timeout | None = None,
-        concurrency: int = 16,
+        concurrency: int = 50,
         operating_limit: float = 480.0,
         sleep: Sleep | None = None,
     ) -> FlowClient:
@@ -218,7 +218,7 @@ class FlowClient:
         transport: Transport | None = None,
         retry: RetryPolicy | None = None,
         timeout: Timeout | None = None,
-        concurrency: int = 16,
+        concurrency: int = 50,
         operating_limit: float = 480.0,
         sleep: Sleep | None = None,
     ) -> FlowClient:

@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(pip install 'aiob24flow[redis]')",
     )
     pace.add_argument(
-        "--concurrency", type=int, default=16, help="batch requests in flight at most (default 16)"
+        "--concurrency", type=int, default=50, help="batch requests in flight at most (default 50)"
     )
     out = common.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print a machine-readable report")

@@ -44,7 +44,6 @@ def emulator(
     *,
     latency: float = 0.0,
     faults: dict[str, float] | None = None,
-    lenient: bool = False,
     active_ratio: float = 1.0,
 ) -> Iterator[str]:
     """Run ``python -m aiob24flow.emulator`` on a free port; yield its base URL."""
@@ -73,8 +72,6 @@ def emulator(
         ]
         for name, value in (faults or {}).items():
             cmd += [f"--{name.replace('_', '-')}", str(value)]
-        if lenient:
-            cmd.append("--lenient-method-case")
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 20
@@ -194,7 +191,6 @@ async def limited_cases(quick: bool) -> list[str]:
         ("5k@2/s", 5000 // scale, 50, 2.0, 0.0),
         ("10k@20/s", 10000 // scale, 50, 20.0, 0.0),
         ("10k@20/s+150ms", 10000 // scale, 50, 20.0, 0.15),
-        ("10k unlimited", 10000 // scale, 50, None, 0.0),
     ]
     lines = []
     have_fast = fast_bitrix24_available()
@@ -205,14 +201,8 @@ async def limited_cases(quick: bool) -> list[str]:
             stats = await portal_stats(base)
         lines.append(row("aiob24flow " + label, n, burst, rate, ours, stats, latency))
         print(lines[-1], flush=True)
-        if rate is None:  # the CPU case: also without orjson
-            with stdlib_json(), emulator(n, burst, rate) as base:
-                plain = await run_ours(base, n, limit)
-                pstats = await portal_stats(base)
-            lines.append(row("  (stdlib json)", n, burst, rate, plain, pstats))
-            print(lines[-1], flush=True)
         if have_fast:
-            with emulator(n, burst, rate, latency=latency, lenient=True) as base:
+            with emulator(n, burst, rate, latency=latency) as base:
                 fast = await run_fast(base, n, burst, rate)
                 fstats = await portal_stats(base)
             line = row("fast_b24 " + label, n, burst, rate, fast, fstats, latency)
@@ -224,6 +214,43 @@ async def limited_cases(quick: bool) -> list[str]:
                 f"{ours['cpu'] / max(fast['cpu'], 1e-9):.2f}"
             )
             print(lines[-2] + "\n" + lines[-1], flush=True)
+    lines += await cpu_case(10000 // scale)
+    return lines
+
+
+async def cpu_case(n: int, reps: int = 5) -> list[str]:
+    """The limiter out of the way: client CPU for n toggles, best of ``reps`` runs each,
+    runs interleaved so background noise hits every contestant alike."""
+    contestants: dict[str, list[dict[str, Any]]] = {"aiob24flow": [], "aiob24flow stdlib-json": []}
+    have_fast = fast_bitrix24_available()
+    if have_fast:
+        contestants["fast_bitrix24"] = []
+    last_stats: dict[str, dict[str, Any]] = {}
+    for _ in range(reps):
+        for name, runs in contestants.items():
+            with emulator(n, 50, None) as base:
+                if name == "fast_bitrix24":
+                    runs.append(await run_fast(base, n, 50, None))
+                elif name == "aiob24flow":
+                    runs.append(await run_ours(base, n, b24.RateLimit.unlimited()))
+                else:
+                    with stdlib_json():
+                        runs.append(await run_ours(base, n, b24.RateLimit.unlimited()))
+                last_stats[name] = await portal_stats(base)
+    best = {name: min(runs, key=lambda r: r["cpu"]) for name, runs in contestants.items()}
+    lines = []
+    for name, res in best.items():
+        lines.append(
+            row(f"{name} unlimited", n, 50, None, res, last_stats[name]) + f" (best cpu of {reps})"
+        )
+        print(lines[-1], flush=True)
+    if have_fast:
+        fast_cpu = best["fast_bitrix24"]["cpu"]
+        lines.append(
+            f"cpu aiob24flow / fast_bitrix24 = {best['aiob24flow']['cpu'] / fast_cpu:.2f} "
+            f"(stdlib json: {best['aiob24flow stdlib-json']['cpu'] / fast_cpu:.2f})"
+        )
+        print(lines[-1], flush=True)
     return lines
 
 
@@ -263,7 +290,7 @@ async def fault_cases(quick: bool) -> list[str]:
         )
         print(lines[-1], flush=True)
     if fast_bitrix24_available():
-        with emulator(n, burst, rate, faults=faults, lenient=True) as base:
+        with emulator(n, burst, rate, faults=faults) as base:
             fast = await run_fast(base, n, burst, rate)
             stats = await portal_stats(base)
         doubles = sum(1 for v in stats["activations"].values() if v > 1)
@@ -277,17 +304,23 @@ async def fault_cases(quick: bool) -> list[str]:
 
 
 async def faithful_check() -> str:
-    """fast_bitrix24 lowercases method names; the real portal then answers 404."""
+    """fast_bitrix24 lowercases the method of a single call; the portal then answers 404."""
     if not fast_bitrix24_available():
         return "fast_bitrix24 not installed: aiob24flow alone"
+    from fast_bitrix24 import BitrixAsync
+
     with emulator(10, 50, None) as base:
-        res = await run_fast(base, 10, 50, None)
+        client = BitrixAsync(f"{base}/rest/1/{WEBHOOK_CODE}/", verbose=False, ssl=False)
+        try:
+            await client.call("tasks.flow.Flow.activate", {"flowId": 1})
+            outcome = "ok"
+        except Exception as exc:
+            outcome = redact(f"{type(exc).__name__}: {exc}")[:100]
         stats = await portal_stats(base)
-    toggled = sum(stats["activations"].values())
     return (
-        f"fast_bitrix24 on the faithful emulator: {res['error'] or 'returned normally'}, "
-        f"flows toggled {toggled} of 10 (it sends tasks.flow.flow.activate: "
-        f"ERROR_METHOD_NOT_FOUND per command). Its rows below use --lenient-method-case."
+        f"fast_bitrix24, one call: {outcome}; the portal saw {stats['requests_by_method']} "
+        "(it lowercases the method name; batch commands keep their case, so its bulk rows "
+        "run on the same faithful emulator)."
     )
 
 

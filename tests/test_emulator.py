@@ -331,3 +331,80 @@ def test_php_helpers() -> None:
     assert json_encode({0: True, 1: False}) == "[true,false]"
     assert json_encode({1: True}) == '{"1":true}'
     assert json_encode({"s": "<a&'b'>"}) == '{"s":"\\u003Ca\\u0026\\u0027b\\u0027\\u003E"}'
+
+
+def test_emulator_command_line_options() -> None:
+    from aiob24flow.emulator.__main__ import build_parser, config_from_args
+
+    args = build_parser().parse_args(
+        [
+            "--flows",
+            "7",
+            "--burst",
+            "5",
+            "--leak",
+            "0",
+            "--latency",
+            "0.1",
+            "--seed",
+            "3",
+            "--error-before",
+            "0.1",
+            "--error-after",
+            "0.2",
+            "--drop-after",
+            "0.3",
+            "--limit-503",
+            "0.05",
+            "--hang-after",
+            "0.01",
+            "--hang-seconds",
+            "9",
+        ]
+    )
+    config = config_from_args(args)
+    assert (config.flows, config.burst, config.leak, config.latency) == (7, 5, None, 0.1)
+    faults = config.faults
+    assert (faults.seed, faults.error_before, faults.error_after, faults.drop_after) == (
+        3,
+        0.1,
+        0.2,
+        0.3,
+    )
+    assert (faults.limit_503, faults.hang_after, faults.hang_seconds) == (0.05, 0.01, 9)
+
+
+def test_emulator_runs_as_a_process(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    ready = tmp_path / "port"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiob24flow.emulator",
+            "--port",
+            "0",
+            "--flows",
+            "3",
+            "--ready-file",
+            str(ready),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        port = ready.read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_emulator/stats") as answer:
+            stats = json.loads(answer.read())
+        assert stats["requests"] == 0 and stats["activations"] == {}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

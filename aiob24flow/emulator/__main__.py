@@ -31,11 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-503", type=float, default=0.0)
     p.add_argument("--hang-after", type=float, default=0.0)
     p.add_argument("--hang-seconds", type=float, default=5.0)
-    p.add_argument(
-        "--lenient-method-case",
-        action="store_true",
-        help="accept lowercased flow method names (NOT like the real portal)",
-    )
     p.add_argument("--ready-file", help="write the port here once listening (for scripts)")
     return p
 
@@ -55,6 +50,8 @@ def config_from_args(args: argparse.Namespace) -> PortalConfig:
             error_after=args.error_after,
             drop_after=args.drop_after,
             limit_503=args.limit_503,
+            hang_after=args.hang_after,
+            hang_seconds=args.hang_seconds,
         ),
     )
 

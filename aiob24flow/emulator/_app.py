@@ -50,17 +50,11 @@ class _Caller:
     scopes: frozenset[str]
 
 
-def resolve(name: str, *, lenient: bool = False) -> str | None:
-    """The canonical method for ``name``, following the portal's case rules (§1.3).
-
-    ``lenient`` accepts any case (NOT the real portal: for measuring clients that
-    lowercase method names).
-    """
+def resolve(name: str) -> str | None:
+    """The canonical method for ``name``, following the portal's case rules (§1.3)."""
     if name.lower() == "batch":
         return "batch"
     parts = name.split(".")
-    if lenient and len(parts) == 4 and name.lower().startswith("tasks.flow.flow."):
-        parts = ["tasks", "flow", "Flow", parts[3]]
     if (
         len(parts) == 4
         and parts[0] == "tasks"
@@ -216,7 +210,7 @@ class Portal:
                         "ERROR_BATCH_METHOD_NOT_ALLOWED",
                         "Method is not allowed for batch usage",
                     )
-                method = resolve(path, lenient=self.config.lenient_method_case)
+                method = resolve(path)
                 if method is None or method == "batch":
                     raise _Fail(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
                 if "task" not in caller.scopes:
@@ -355,7 +349,7 @@ async def _rest(request: web.Request) -> web.StreamResponse:
     for suffix in (".json", ".xml"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
-    method = resolve(name, lenient=config.lenient_method_case)
+    method = resolve(name)
     state.requests_by_method[method or name] += 1
     fault = config.faults.draw(method or name)
     if fault:

@@ -118,8 +118,6 @@ class PortalConfig:
     gives simulated execution seconds per call of a method, feeding the operating limit
     (``operating_limit`` seconds per 600 s window). ``token_lifetime`` is the access-token
     life in seconds. The webhooks: user 1 (admin) and user 2 (not admin).
-    ``lenient_method_case`` accepts ``tasks.flow.flow.*`` (the real portal does not; this
-    exists only to measure clients that lowercase method names).
     """
 
     flows: int = 1000
@@ -136,7 +134,6 @@ class PortalConfig:
     webhook_scopes: frozenset[str] = frozenset({"task"})
     client_id: str = "local.emulator.app"
     client_secret: str = "emulator-client-secret"
-    lenient_method_case: bool = False
 
 
 @attrs.define
