@@ -180,3 +180,16 @@ async def test_progress_callback_and_stop() -> None:
     assert len(report.succeeded) == 300 and len(report.failed) == 700
     assert all(isinstance(e, b24.RequestNotSent) for e in report.failed.values())
     assert server.state.activations.total() == 300
+
+
+async def test_read_timeouts_are_settled_by_read_back() -> None:
+    faults = Faults(seed=21, hang_after=0.1, hang_seconds=1.0)
+    async with serve(flows=1000, faults=faults, active_ratio=0.5, seed=8) as server:
+        before = server.state.active_states()
+        async with client_for(server, timeout=b24.Timeout(connect=1, read=0.3)) as client:
+            report = await client.set_active(range(1, 1001), True)
+            assert client.stats().unknown_outcomes > 0
+    assert report.ok and server.state.faults_fired["hang_after"] > 0
+    for flow_id in range(1, 1001):
+        assert server.state.flows[flow_id].active is True
+        assert server.state.activations[flow_id] == (0 if before[flow_id] else 1)
