@@ -214,14 +214,11 @@ def id_ranges(ids: Sequence[int], limit: int = 160) -> str:
 
 def summary_lines(report: BulkReport, *, changed_label: str = "changed") -> list[str]:
     s = report.summary()
-    lines = [
-        f"  total      {s['total']:>7}",
-        f"  succeeded  {s['succeeded']:>7}",
-    ]
+    lines = [f"  {'total':<12} {s['total']:>7}", f"  {'succeeded':<12} {s['succeeded']:>7}"]
     if report.changed or changed_label != "changed":
-        lines.append(f"  {changed_label:<10} {s['changed']:>7}")
+        lines.append(f"  {changed_label:<12} {s['changed']:>7}")
     for label, part in (("failed", report.failed), ("unknown", report.unknown)):
-        lines.append(f"  {label:<10} {len(part):>7}")
+        lines.append(f"  {label:<12} {len(part):>7}")
         by_reason: dict[str, list[int]] = {}
         for flow_id, error in part.items():
             by_reason.setdefault(_reason(error), []).append(flow_id)
@@ -301,6 +298,9 @@ async def _run_bulk(args: argparse.Namespace, out: TextIO) -> int:
                             f"name={flow.get('name')!r}",
                             file=out,
                         )
+                elif args.command == "pin" and len(report.succeeded) <= 20:
+                    for flow_id, pinned in report.succeeded.items():
+                        print(f"  flow {flow_id}: pinned={pinned}", file=out)
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
@@ -447,6 +447,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aiob24flow: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): say nothing more, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_INCOMPLETE
 
 
 if __name__ == "__main__":  # pragma: no cover

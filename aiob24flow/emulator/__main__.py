@@ -60,9 +60,9 @@ async def serve(args: argparse.Namespace) -> None:
     server = EmulatorServer(Portal(config_from_args(args)), args.host, args.port)
     await server.start()
     print(f"emulated portal on {server.base_url} ({args.flows} flows)", flush=True)
-    print(
-        f"  webhook: {server.base_url}/rest/1/<code>/  (code: see PortalState.webhooks)", flush=True
-    )
+    # The emulator's own fixed test credentials, printed so a person can connect.
+    print(f"  webhook (admin): {server.webhook_url(1)}", flush=True)
+    print(f"  webhook (user 2, not admin): {server.webhook_url(2)}", flush=True)
     if args.ready_file:
         tmp = args.ready_file + ".tmp"
         with open(tmp, "w") as fh:
