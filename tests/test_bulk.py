@@ -193,3 +193,17 @@ async def test_read_timeouts_are_settled_by_read_back() -> None:
     for flow_id in range(1, 1001):
         assert server.state.flows[flow_id].active is True
         assert server.state.activations[flow_id] == (0 if before[flow_id] else 1)
+
+
+async def test_empty_input_sends_nothing() -> None:
+    async with serve(flows=10) as server, client_for(server) as client:
+        for report in (
+            await client.activate_many([]),
+            await client.activate_many([], verify=True),
+            await client.pin_many([]),
+            await client.set_active([], True),
+            await client.set_pinned([], False),
+            await client.get_many([]),
+        ):
+            assert len(report) == 0 and report.ok
+        assert server.state.requests == 0
