@@ -17,6 +17,10 @@ from ._limiter import Clock, Sleep
 
 __all__ = ["OperatingBudget"]
 
+_RESET_MARGIN = 1.0  # operating_reset_at is truncated to whole seconds
+_PROBE_FIRST = 5.0
+_PROBE_MAX = 60.0
+
 
 class OperatingBudget:
     """Remembers the last ``operating`` figures per method and holds back blocked ones.
@@ -39,6 +43,7 @@ class OperatingBudget:
         self._sleep = sleep or asyncio.sleep
         self._operating: dict[str, float] = {}
         self._reset_at: dict[str, float] = {}
+        self._probe: dict[str, float] = {}
 
     def observe(self, method: str, time: Mapping[str, Any] | None) -> None:
         """Record a successful answer's ``time`` object (keys may be missing)."""
@@ -52,8 +57,20 @@ class OperatingBudget:
             self._reset_at[method] = float(reset_at)
 
     def blocked(self, method: str) -> None:
-        """The portal answered 429 for ``method``: hold it until the known reset time."""
+        """The portal answered 429 for ``method``: hold it until the known reset time.
+
+        When that time is unknown or already past (it is a whole second, and the portal's
+        window moves by minutes), probe again after 5 s, doubling up to a minute.
+        """
         self._operating[method] = max(self._operating.get(method, 0.0), self.limit)
+        now = self._now()
+        reset = self._reset_at.get(method)
+        if reset is None or reset + _RESET_MARGIN <= now:
+            probe = min(_PROBE_MAX, self._probe.get(method, _PROBE_FIRST / 2) * 2)
+            self._probe[method] = probe
+            self._reset_at[method] = now + probe
+        else:
+            self._probe.pop(method, None)
 
     def reset_at(self, method: str) -> float | None:
         return self._reset_at.get(method)
@@ -66,11 +83,11 @@ class OperatingBudget:
             if self._operating.get(method, 0.0) < self.threshold * self.limit:
                 continue
             reset = self._reset_at.get(method)
-            if reset is None or reset <= now:
+            if reset is None or reset + _RESET_MARGIN <= now:
                 # The window has moved on (or we cannot tell): let one call find out.
                 self._operating[method] = 0.0
                 continue
-            wait = max(wait, reset - now)
+            wait = max(wait, reset + _RESET_MARGIN - now)
         return wait
 
     async def wait(self, methods: Iterable[str]) -> float:

@@ -207,3 +207,35 @@ async def test_empty_input_sends_nothing() -> None:
         ):
             assert len(report) == 0 and report.ok
         assert server.state.requests == 0
+
+
+async def test_operating_limit_inside_batches_pauses_the_method_and_resumes() -> None:
+    import time
+
+    from aiob24flow.emulator import EmulatorServer, Portal, PortalConfig
+    from tests.conftest import FakeClock
+
+    wall = FakeClock(time.time())
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # waiting moves the portal's clock, not ours
+        slept.append(seconds)
+        wall.now += seconds
+
+    config = PortalConfig(flows=300, leak=None, call_cost={"tasks.flow.Flow.activate": 5.0})
+    portal = Portal(config, wall_clock=wall)
+    async with EmulatorServer(portal) as server:
+        client = b24.FlowClient.from_webhook(
+            server.webhook_url(),
+            rate_limit=b24.RateLimit.unlimited(),
+            sleep=sleep,
+            concurrency=1,
+        )
+        client._core.budget._now = wall  # the budget reads the same (fake) wall clock
+        async with client:
+            report = await client.activate_many(range(1, 301))
+            assert await client.pin(1) is True  # other methods were never held back
+        assert report.ok, report.summary()
+        assert all(server.state.activations[i] == 1 for i in range(1, 301))
+        assert server.state.refused_429 > 0  # the portal did block the method...
+        assert any(s > 100 for s in slept)  # ...and the client waited for the reset
