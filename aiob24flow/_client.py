@@ -372,42 +372,33 @@ class FlowClient:
                     core.auth.url(method), body, headers, self._options.timeout
                 )
                 envelope = parse_response(raw, method)
-            except (TokenExpired, InvalidToken) as exc:
-                # A 401 means the call did not run: refresh if needed, then re-send once
-                # (also when another call refreshed while this one was in flight).
-                logger.info("%s: access token refused (%s)", method, exc.code)
-                if resent or not await core.auth.recover(token, exc):
-                    raise
-                resent = True
-                continue
-            except QueryLimitExceeded:
-                core.stats.query_limit_refusals += 1
-                await core.limiter.refused()
-                raise
-            except OperationTimeLimit as exc:
-                core.stats.operation_limit_refusals += 1
-                core.budget.blocked(method)
-                exc.reset_at = core.budget.reset_at(method)
-                raise
             except B24Error as exc:
+                _log_request(method, commands, started, exc)
                 if exc.method is None:
                     exc.method = method
-                if exc.may_have_run:
-                    core.stats.unknown_outcomes += 1
-                logger.info("POST %s failed: %s", method, exc)
-                raise
-            logger.info(
-                "POST %s -> %d (%d command%s) in %.3fs",
-                method,
-                raw.status,
-                commands,
-                "" if commands == 1 else "s",
-                _time.monotonic() - started,
-            )
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("%s body: %s", method, redact(body.decode("utf-8", "replace")))
-            core.budget.observe(method, envelope.time)
-            return envelope
+                failure = exc
+            else:
+                _log_request(method, commands, started, raw.status)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("%s body: %s", method, redact(body.decode("utf-8", "replace")))
+                core.budget.observe(method, envelope.time)
+                return envelope
+            if isinstance(failure, (TokenExpired, InvalidToken)):
+                # A 401 means the call did not run: refresh if needed, then re-send once
+                # (also when another call refreshed while this one was in flight).
+                if not resent and await core.auth.recover(token, failure):
+                    resent = True
+                    continue
+            elif isinstance(failure, QueryLimitExceeded):
+                core.stats.query_limit_refusals += 1
+                await core.limiter.refused()
+            elif isinstance(failure, OperationTimeLimit):
+                core.stats.operation_limit_refusals += 1
+                core.budget.blocked(method)
+                failure.reset_at = core.budget.reset_at(method)
+            elif failure.may_have_run:
+                core.stats.unknown_outcomes += 1
+            raise failure
 
     # -- single calls -------------------------------------------------------------------
 
@@ -571,6 +562,27 @@ class FlowClient:
         check_bool(pinned, "pinned")
         rounds = _check_rounds(max_rounds)
         return await _bulk.converge_pinned(self, flow_ids, pinned, rounds, on_progress, stop)
+
+
+def _log_request(method: str, commands: int, started: float, outcome: int | B24Error) -> None:
+    """The one INFO line per HTTP request (nothing secret: no URL, no body)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    elapsed = _time.monotonic() - started
+    plural = "" if commands == 1 else "s"
+    if isinstance(outcome, int):
+        logger.info(
+            "POST %s -> %d (%d command%s) in %.3fs", method, outcome, commands, plural, elapsed
+        )
+    else:
+        logger.info(
+            "POST %s failed after %.3fs (%d command%s): %s",
+            method,
+            elapsed,
+            commands,
+            plural,
+            redact(str(outcome)),
+        )
 
 
 def _check_rounds(value: object) -> int:

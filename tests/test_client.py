@@ -333,3 +333,18 @@ async def test_both_json_backends(backend: str, monkeypatch: pytest.MonkeyPatch)
         with pytest.raises(TypeError, match="JSON"):
             await client.call("tasks.flow.Flow.get", {"flowId": object()})
         assert server.state.requests == 3
+
+
+async def test_one_info_line_per_http_request(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="aiob24flow")
+    faults = Faults(seed=5, limit_503=0.2, error_after=0.1)
+    async with serve(flows=500, faults=faults) as server, client_for(server) as client:
+        await client.activate_many(range(1, 501))
+        await client.pin(1)
+    posts = [r for r in caplog.records if r.getMessage().startswith("POST ")]
+    assert len(posts) == server.state.requests
+    assert any("failed" in r.getMessage() for r in posts)
+    library = logging.getLogger("aiob24flow")
+    assert library.handlers == [] and library.level in (logging.NOTSET, logging.INFO)
