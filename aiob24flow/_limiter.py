@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -163,9 +162,9 @@ class LeakyBucket:
         self._level = max(self._level, float(self.rate_limit.burst))
 
 
-_buckets: weakref.WeakValueDictionary[tuple[str, float, float, float], LeakyBucket] = (
-    weakref.WeakValueDictionary()
-)
+# Strong references: a client made per web request must still find the bucket its
+# predecessors filled (one small object per portal and limit).
+_buckets: dict[tuple[str, float, float, float], LeakyBucket] = {}
 _buckets_lock = threading.Lock()
 
 

@@ -124,3 +124,16 @@ def test_default_headroom_is_50ms_of_jitter_and_at_least_half_a_slot(
     limit: b24.RateLimit, free: float
 ) -> None:
     assert limit.slots_kept_free == free
+
+
+def test_bucket_outlives_its_clients() -> None:
+    import gc
+
+    limit = b24.RateLimit(50, 2)
+    first = b24.FlowClient.from_webhook("https://c.bitrix24.com/rest/1/x/", rate_limit=limit)
+    bucket = first._core.limiter
+    bucket_id = id(bucket)
+    del first, bucket
+    gc.collect()
+    second = b24.FlowClient.from_webhook("https://c.bitrix24.com/rest/1/x/", rate_limit=limit)
+    assert id(second._core.limiter) == bucket_id
