@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._batch import MAX_COMMANDS
-from ._errors import B24Error, BatchCommandError, RequestNotSent, ServerError
+from ._errors import B24Error, BatchCommandError, RequestNotSent, ResponseLost, ServerError
 from ._retry import should_retry
 
 if TYPE_CHECKING:
@@ -216,6 +216,18 @@ async def _one_batch(
         progress.add(ok, failed, unknown)
 
 
+async def _settle(client: FlowClient, lost: dict[int, BaseException]) -> None:
+    """Before reading back after a dropped connection, let the portal finish the call.
+
+    A 5xx is an answer (the portal is done); a read timeout outlasts the portal's own 60 s
+    limit; only a connection lost mid-call may leave the portal still running it.
+    """
+    if any(isinstance(e, ResponseLost) for e in lost.values()):
+        settle = client._options.timeout.settle
+        if settle > 0:
+            await client._core.sleep(settle)
+
+
 def _report(
     ids: Sequence[int],
     succeeded: dict[int, Any],
@@ -323,6 +335,7 @@ async def converge_active(
             break
         # Lost answers: the flow may or may not have toggled. Read it to find out.
         lost.update(sent.unknown)
+        await _settle(client, sent.unknown)
         reread = await _read_active(client, list(sent.unknown))
         for flow_id in (*reread.failed, *reread.unknown):
             unknown[flow_id] = lost[flow_id]
@@ -401,6 +414,7 @@ async def converge_pinned(
                 again.append(flow_id)
         progress.add(done, len(sent.failed), 0)
         pending = again
+        await _settle(client, sent.unknown)
     unknown = {
         flow_id: lost.get(flow_id) or ServerError("did not converge", method=PIN)
         for flow_id in pending

@@ -26,17 +26,23 @@ class Timeout:
 
     ``connect`` bounds connection set-up (a connect timeout means the request never left);
     ``read`` bounds the wait for the answer after sending (a read timeout means the call
-    may have run). The portal itself stops a request after 60 s.
+    may have run). The portal stops a request after 60 s, so the default read timeout of
+    75 s means that a timed-out call has finished (or died) by the time it is read back.
+    ``settle`` is how long bulk work waits before reading back flows whose connection was
+    lost, so a call the portal may still be running has finished first.
     """
 
     connect: float = 10.0
     read: float = 75.0
+    settle: float = 1.0
 
     def __attrs_post_init__(self) -> None:
-        for name in ("connect", "read"):
+        for name in ("connect", "read", "settle"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"Timeout.{name} must be a positive number, got {value!r}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"Timeout.{name} must be a number >= 0, got {value!r}")
+        if self.connect == 0 or self.read == 0:
+            raise ValueError("Timeout.connect and Timeout.read must be positive")
 
 
 @attrs.frozen

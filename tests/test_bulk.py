@@ -239,3 +239,19 @@ async def test_operating_limit_inside_batches_pauses_the_method_and_resumes() ->
         assert all(server.state.activations[i] == 1 for i in range(1, 301))
         assert server.state.refused_429 > 0  # the portal did block the method...
         assert any(s > 100 for s in slept)  # ...and the client waited for the reset
+
+
+async def test_read_back_waits_for_a_dropped_call_to_settle() -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async with (
+        serve(flows=100, faults=Faults(seed=1, drop_after=0.5)) as server,
+        client_for(server, sleep=sleep, timeout=b24.Timeout(settle=2.5)) as client,
+    ):
+        report = await client.set_active(range(1, 101), False)
+    assert report.ok and server.state.faults_fired["drop_after"] > 0
+    assert 2.5 in slept
+    assert all(not server.state.flows[i].active for i in range(1, 101))
