@@ -230,3 +230,14 @@ def test_module_entry_point() -> None:
         [sys.executable, "-m", "aiob24flow", "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "set-active" in result.stdout
+
+
+def test_progress_bar_follows_progress() -> None:
+    from aiob24flow import Progress
+    from aiob24flow.cli import _ProgressBar
+
+    with _ProgressBar(True, 100, "activate") as update:
+        assert update is not None
+        update(Progress(total=100, done=50, succeeded=50, failed=0, unknown=0))
+    with _ProgressBar(False, 100, "activate") as update:
+        assert update is None

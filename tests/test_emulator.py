@@ -408,3 +408,20 @@ def test_emulator_runs_as_a_process(tmp_path: Any) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_get_verb_query_string_and_other_verbs() -> None:
+    async with serve(flows=5) as server, aiohttp.ClientSession() as session:
+        url = server.webhook_url() + ACT
+        async with session.get(url + "?flowId=2") as answer:
+            assert answer.status == 200 and (await answer.json())["result"] is True
+        async with session.post(url + "?flowId=3", json={"flowId": 4}) as answer:
+            assert answer.status == 200  # the body wins over the query string
+        async with session.put(url, json={"flowId": 2}) as answer:
+            assert answer.status == 405
+        async with session.post(
+            url, data=b"{broken", headers={"Content-Type": "application/json"}
+        ) as answer:
+            body = await answer.json()
+            assert answer.status == 400 and body["error"] == "100"  # decode error swallowed
+        assert server.state.activations == {2: 1, 4: 1}

@@ -244,3 +244,14 @@ async def test_no_secret_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixtur
     assert "refreshed" in everything and "POST batch" in everything
     leaked = [s for s in secrets if s in everything]
     assert not leaked
+
+
+async def test_unknown_token_is_a_typed_error_without_refresh() -> None:
+    async with serve(flows=10) as server:
+        tokens = b24.OAuthTokens("not-a-token", "not-a-refresh-token")
+        async with oauth_client(server, tokens) as client:
+            with pytest.raises(b24.InvalidToken) as info:
+                await client.activate(1)
+        assert (info.value.code, info.value.status) == ("invalid_token", 401)
+        assert "not-a-token" not in str(info.value) + repr(info.value)
+        assert server.state.token_requests == 0 and server.state.activations.total() == 0
