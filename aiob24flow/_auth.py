@@ -287,6 +287,9 @@ class OAuthAuth:
         except B24Error as exc:
             logger.error("token refresh failed: %s", exc)
             raise
+        except Exception as exc:  # a custom refresher's own failure, typed for the waiters
+            logger.error("token refresher failed: %s", type(exc).__name__)
+            raise RefreshRejected(f"refresher failed: {type(exc).__name__}") from exc
         if not isinstance(new, OAuthTokens):
             self._dead = RefreshRejected("refresher did not return OAuthTokens")
             raise self._dead

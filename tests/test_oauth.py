@@ -255,3 +255,28 @@ async def test_unknown_token_is_a_typed_error_without_refresh() -> None:
         assert (info.value.code, info.value.status) == ("invalid_token", 401)
         assert "not-a-token" not in str(info.value) + repr(info.value)
         assert server.state.token_requests == 0 and server.state.activations.total() == 0
+
+
+async def test_failing_refresher_gives_every_waiter_a_typed_error() -> None:
+    calls = 0
+
+    async def refresher(old: b24.OAuthTokens) -> b24.OAuthTokens:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        raise KeyError("store is down")
+
+    async with serve(flows=10) as server:
+        tokens = tokens_of(server.state.issue_tokens())
+        expire_all(server)
+        async with b24.FlowClient.from_oauth(
+            server.oauth_endpoint,
+            tokens,
+            refresher=refresher,
+            rate_limit=b24.RateLimit.unlimited(),
+        ) as client:
+            results = await asyncio.gather(
+                *(client.activate(i) for i in range(1, 9)), return_exceptions=True
+            )
+        assert all(isinstance(r, b24.RefreshRejected) for r in results)
+        assert calls == 1 and server.state.activations.total() == 0
