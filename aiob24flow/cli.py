@@ -288,9 +288,14 @@ async def _run_bulk(args: argparse.Namespace, out: TextIO) -> int:
                 json.dump(report_json(report, client), out, indent=2)
                 out.write("\n")
             elif not args.quiet or not report.ok:
-                label = "would change" if getattr(args, "dry_run", False) else "changed"
+                dry_run = getattr(args, "dry_run", False)
+                label = "would change" if dry_run else "changed"
                 print(f"{args.command}: {len(ids)} flows", file=out)
                 print("\n".join(summary_lines(report, changed_label=label)), file=out)
+                if dry_run:
+                    verb = "activate" if args.state else "deactivate"
+                    listed = id_ranges(report.changed, limit=10**9) or "nothing"
+                    print(f"  would {verb}: {listed}", file=out)
                 if args.command == "get":
                     for flow_id, flow in report.succeeded.items():
                         print(

@@ -91,6 +91,8 @@ async def test_set_active_dry_run_sends_no_toggle() -> None:
             "set-active", "--off", "--dry-run", "1-60", "--webhook", server.webhook_url(), *FAST
         )
         assert "would change" in out and server.state.activations.total() == 0
+        would = [i for i, active in before.items() if active]
+        assert f"would deactivate: {id_ranges(would, limit=10**9)}" in out
 
 
 async def test_set_active_json_report_and_exit_code_for_failures() -> None:
