@@ -140,6 +140,8 @@ async def _send(
                         tally.failed[flow_id] = RequestNotSent(
                             "stopped before sending", method=method
                         )
+                    if progress is not None:
+                        progress.add(0, len(chunk), 0)
                     continue
                 await _one_batch(
                     client, method, chunk, tally, requeue, last_error, repeatable, progress
