@@ -46,7 +46,7 @@ from ._errors import (
 from ._limiter import Limiter, RateLimit, bucket_for
 from ._operating import OperatingBudget
 from ._redact import redact
-from ._retry import RetryPolicy, retrying
+from ._retry import RetryPolicy, retrying, should_retry
 from ._stats import Stats
 from ._transport import AiohttpTransport, Timeout, Transport
 from ._validate import check_bool, check_flow_id, check_flow_ids
@@ -347,10 +347,22 @@ class FlowClient:
         except (TypeError, ValueError) as exc:
             raise TypeError(f"params must be JSON-serialisable: {exc}") from None
         methods = tuple(budget_methods)
+        # Fast path: most requests succeed at once and need no retry machinery.
+        try:
+            return await self._send_once(method, body, methods, commands)
+        except Exception as exc:
+            if self._options.retry.attempts == 1 or not should_retry(exc):
+                raise
+            first_failure = exc
+        # Refused: tenacity takes over, counting the attempt already made as its first.
+        made = False
         async for attempt in retrying(
             self._options.retry, sleep=self._core.sleep, before_sleep=self._on_retry
         ):
             with attempt:
+                if not made:
+                    made = True
+                    raise first_failure
                 return await self._send_once(method, body, methods, commands)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import aiohttp
 import attrs
+import yarl
 
 from ._errors import RequestNotSent, ResponseLost
 from ._redact import redact
@@ -67,6 +68,9 @@ class AiohttpTransport:
     def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
         self._session = session
         self._owns_session = session is None
+        # Parsed once: a bulk job posts to the same few URLs with the same timeouts.
+        self._urls: dict[str, yarl.URL] = {}
+        self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -84,15 +88,22 @@ class AiohttpTransport:
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout
     ) -> RawResponse:
         session = self._get_session()
-        client_timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=timeout.connect,
-            connect=timeout.connect,
-            sock_read=timeout.read,
-        )
+        client_timeout = self._timeouts.get(timeout)
+        if client_timeout is None:
+            client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=timeout.connect,
+                connect=timeout.connect,
+                sock_read=timeout.read,
+            )
+        target = self._urls.get(url)
+        if target is None:
+            target = yarl.URL(url)
+            if len(self._urls) < 256:
+                self._urls[url] = target
         try:
             async with session.post(
-                url,
+                target,
                 data=body,
                 headers=dict(headers),
                 timeout=client_timeout,
