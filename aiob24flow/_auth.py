@@ -247,10 +247,11 @@ class OAuthAuth:
         return f"oauth {self._base}"
 
     def _margin(self) -> float:
-        # Refresh a little before expiry: 10% of the token's life, at most a minute.
+        # Refresh a little before expiry: 5% of the token's life, at most a minute (so a
+        # one-hour token is refreshed once per 59 minutes).
         if self.tokens.expires_at is None:
             return 0.0
-        return min(60.0, max(0.0, (self.tokens.expires_at - self._set_at) * 0.1))
+        return min(60.0, max(0.0, (self.tokens.expires_at - self._set_at) * 0.05))
 
     async def headers(self) -> tuple[dict[str, str], str]:
         if self._dead is not None:

@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ async def run(
     *args: str,
     env: dict[str, str] | None = None,
     stdin: str | None = None,
-    interrupt_after: float | None = None,
+    interrupt_when: Callable[[], bool] | None = None,
 ) -> tuple[int, str, str]:
     full_env = {k: v for k, v in os.environ.items() if k != "B24_WEBHOOK_URL"}
     full_env.update(env or {})
@@ -37,8 +38,11 @@ async def run(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    if interrupt_after is not None:
-        await asyncio.sleep(interrupt_after)
+    if interrupt_when is not None:
+        # Interrupt only once the job is under way (its SIGINT handler is installed by then).
+        deadline = time.monotonic() + 30
+        while not interrupt_when() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         proc.send_signal(signal.SIGINT)
     out, err = await asyncio.wait_for(
         proc.communicate(stdin.encode() if stdin is not None else None), timeout=60
@@ -197,13 +201,13 @@ async def test_ctrl_c_stops_new_batches_and_reports_each_flow() -> None:
             "1",
             "--webhook",
             server.webhook_url(),
-            interrupt_after=1.5,
+            interrupt_when=lambda: server.state.activations.total() >= 100,
         )
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 30
         assert code == 1
         assert "interrupted" in err
         sent = server.state.activations.total()
-        assert 50 <= sent < 1000 and sent % 50 == 0
+        assert 100 <= sent < 1000 and sent % 50 == 0
         assert re.search(rf"succeeded +{sent}\n", out)
         assert "RequestNotSent: stopped before sending" in out
 
