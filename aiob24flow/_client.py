@@ -46,6 +46,7 @@ from ._errors import (
 from ._limiter import Limiter, RateLimit, bucket_for
 from ._operating import OperatingBudget
 from ._redact import redact
+from ._redis import RedisBucket
 from ._retry import RetryPolicy, retrying, should_retry
 from ._stats import Stats
 from ._transport import AiohttpTransport, Timeout, Transport
@@ -154,8 +155,10 @@ class FlowClient:
         options = _Options(retry or RetryPolicy(), timeout or Timeout(), concurrency)
         auth = make_auth(tx, options.timeout, real_sleep)
         chosen = _make_limiter(auth.origin, rate_limit, limiter)
-        if sleep is not None and hasattr(chosen, "sleep"):
-            chosen.sleep = sleep  # a shared (Redis) bucket sleeps with the client's sleep
+        if sleep is not None and isinstance(chosen, RedisBucket):
+            # A Redis bucket belongs to this client and sleeps with its sleep; the
+            # in-process bucket is shared by every client of the portal and keeps its own.
+            chosen.sleep = sleep
         backend = rate_limit.backend if rate_limit is not None else None
         budget_for = getattr(backend, "budget_for", None)
         budget: OperatingBudget = (
