@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import re
 import time as _time
 from collections.abc import Callable
@@ -295,8 +296,6 @@ async def _read_params(request: web.Request) -> dict[Any, Any]:
     body: dict[Any, Any] = {}
     if ctype == "application/json":
         try:
-            import json
-
             decoded = json.loads(raw) if raw else {}
             body = to_php_value(decoded) if isinstance(decoded, (dict, list)) else {}
         except ValueError:
