@@ -20,6 +20,7 @@ Every exception the library raises about a call is a ``B24Error``::
     │                                the method MAY have run
     ├── TransportError               no usable answer from the portal
     │   ├── RequestNotSent           connect failed: the request never left
+    │   │   └── LimiterUnavailable   the shared (Redis) limiter is away (``_redis.py``)
     │   └── ResponseLost             timeout / disconnect after sending: MAY have run
     └── OAuthError                   the OAuth server refused or failed a token refresh
         ├── RefreshRejected          invalid_grant, invalid_client, ...: terminal
