@@ -237,10 +237,12 @@ class _ProgressBar:
         if not enabled:
             return
         try:
+            from rich.console import Console
             from rich.progress import Progress as RichProgress
         except ImportError:  # the [cli] extra is not installed: no bar
             return
-        self._progress = RichProgress(transient=True, console=None)
+        # On stderr, so that stdout stays the report alone (it may be redirected).
+        self._progress = RichProgress(transient=True, console=Console(stderr=True))
         self._task = self._progress.add_task(label, total=total)
 
     def __enter__(self) -> Callable[[Progress], None] | None:

@@ -247,3 +247,40 @@ def test_progress_bar_follows_progress() -> None:
         update(Progress(total=100, done=50, succeeded=50, failed=0, unknown=0))
     with _ProgressBar(False, 100, "activate") as update:
         assert update is None
+
+
+async def test_progress_bar_on_a_terminal_keeps_stdout_clean() -> None:
+    import pty
+
+    async with serve(flows=300, burst=50, leak=None) as server:
+        master, slave = pty.openpty()
+        proc = await asyncio.create_subprocess_exec(
+            str(SCRIPT),
+            "activate",
+            "1-300",
+            "--webhook",
+            server.webhook_url(),
+            "--burst",
+            "1",
+            "--per-second",
+            "8",
+            "--concurrency",
+            "1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=slave,
+        )
+        os.close(slave)
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+        terminal = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            terminal += chunk
+        os.close(master)
+    assert proc.returncode == 0
+    assert b"activate" in terminal and b"\x1b[" in terminal  # rich drew on the terminal
+    assert "\x1b[" not in out.decode() and re.search(r"succeeded +300\n", out.decode())
