@@ -137,3 +137,22 @@ def test_bucket_outlives_its_clients() -> None:
     gc.collect()
     second = b24.FlowClient.from_webhook("https://c.bitrix24.com/rest/1/x/", rate_limit=limit)
     assert id(second._core.limiter) == bucket_id
+
+
+@pytest.mark.parametrize(("burst", "rate"), [(50, 2), (50, 20), (250, 5)])
+async def test_default_headroom_absorbs_50ms_of_arrival_jitter(burst: int, rate: float) -> None:
+    import random
+
+    clock = FakeClock(0.0)
+    bucket = b24.LeakyBucket(b24.RateLimit(burst, rate), clock=clock, sleep=clock.sleep)
+    starts = await start_times(bucket, clock, 600)
+    rng = random.Random(1)
+    # Each request reaches the portal 0-50 ms after it was sent, in any order.
+    arrivals = sorted(start + rng.uniform(0.0, 0.05) for start in starts)
+    portal_clock = FakeClock()
+    portal = PortalState(PortalConfig(flows=0, burst=burst, leak=rate), clock=portal_clock)
+    refused = 0
+    for arrival in arrivals:
+        portal_clock.now = arrival
+        refused += not portal.admit()
+    assert refused == 0
