@@ -17,16 +17,13 @@ import attrs
 
 from ._batch import MAX_COMMANDS
 from ._errors import B24Error, BatchCommandError, RequestNotSent, ResponseLost, ServerError
+from ._methods import ACTIVATE, GET, PIN
 from ._retry import should_retry
 
 if TYPE_CHECKING:
     from ._client import FlowClient
 
 __all__ = ["BulkReport", "Progress"]
-
-ACTIVATE = "tasks.flow.Flow.activate"
-PIN = "tasks.flow.Flow.pin"
-GET = "tasks.flow.Flow.get"
 
 
 @attrs.frozen

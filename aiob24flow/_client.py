@@ -44,6 +44,7 @@ from ._errors import (
     TokenExpired,
 )
 from ._limiter import Limiter, RateLimit, bucket_for
+from ._methods import ACTIVATE, GET, PIN
 from ._operating import OperatingBudget
 from ._redact import redact
 from ._redis import RedisBucket
@@ -56,9 +57,6 @@ __all__ = ["ACTIVATE", "GET", "PIN", "FlowClient"]
 
 logger = logging.getLogger("aiob24flow")
 
-ACTIVATE = "tasks.flow.Flow.activate"
-PIN = "tasks.flow.Flow.pin"
-GET = "tasks.flow.Flow.get"
 
 Sleep = Callable[[float], Awaitable[None]]
 ProgressCallback = Callable[["_bulk.Progress"], None]
