@@ -18,6 +18,7 @@ from urllib.parse import quote_plus
 import attrs
 
 from ._errors import B24Error, error_from_envelope
+from ._validate import check_method
 
 __all__ = [
     "MAX_COMMANDS",
@@ -63,14 +64,6 @@ def php_query(params: Mapping[str, Any]) -> str:
     return "&".join(pairs)
 
 
-def _check_method(method: object, where: str) -> str:
-    if not isinstance(method, str):
-        raise TypeError(f"{where}: method must be a str, got {type(method).__name__}")
-    if not method or "?" in method or any(c.isspace() for c in method):
-        raise ValueError(f"{where}: invalid method name {method!r}")
-    return method
-
-
 def encode_command(method: str, params: Mapping[str, Any] | None) -> str:
     query = php_query(params) if params else ""
     return f"{method}?{query}" if query else method
@@ -104,7 +97,7 @@ def normalize_commands(commands: Commands) -> tuple[list[str], list[str], list[s
         where = f"commands[{key!r}]"
         if not isinstance(command, (tuple, list)) or len(command) != 2:
             raise TypeError(f"{where} must be a (method, params) pair, got {command!r}")
-        method = _check_method(command[0], where)
+        method = check_method(command[0], f"{where}: method")
         params = command[1]
         if params is not None and not isinstance(params, Mapping):
             raise TypeError(f"{where}: params must be a mapping or None")

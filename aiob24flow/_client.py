@@ -51,7 +51,7 @@ from ._redis import RedisBucket
 from ._retry import RetryPolicy, retrying, should_retry
 from ._stats import Stats
 from ._transport import AiohttpTransport, Timeout, Transport
-from ._validate import check_bool, check_flow_id, check_flow_ids
+from ._validate import check_bool, check_flow_id, check_flow_ids, check_method
 
 __all__ = ["ACTIVATE", "GET", "PIN", "FlowClient"]
 
@@ -421,10 +421,7 @@ class FlowClient:
         The method name is sent exactly as written (``tasks.flow.Flow.*`` needs the
         capital ``Flow``).
         """
-        if not isinstance(method, str):
-            raise TypeError(f"method must be a str, got {type(method).__name__}")
-        if not method or "/" in method or "?" in method or any(c.isspace() for c in method):
-            raise ValueError(f"method: invalid method name {method!r}")
+        check_method(method, in_url=True)
         if params is not None and not isinstance(params, Mapping):
             raise TypeError("params must be a mapping or None")
         payload = dict(params or {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["check_flow_id", "check_flow_ids"]
+__all__ = ["check_bool", "check_flow_id", "check_flow_ids", "check_method"]
 
 
 def check_flow_id(value: object, name: str = "flow_id") -> int:
@@ -31,6 +31,16 @@ def check_flow_ids(values: object, name: str = "ids") -> list[int]:
             raise ValueError(f"{name}[{index}]: duplicate flow id {value}")
         seen.add(value)
     return ids
+
+
+def check_method(value: object, name: str = "method", *, in_url: bool = False) -> str:
+    """A REST method name: a non-empty str without ``?`` or white space (nor ``/`` when it
+    becomes a URL path segment)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if not value or "?" in value or any(c.isspace() for c in value) or (in_url and "/" in value):
+        raise ValueError(f"{name}: invalid method name {value!r}")
+    return value
 
 
 def check_bool(value: object, name: str) -> bool:
