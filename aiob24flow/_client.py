@@ -407,8 +407,7 @@ class FlowClient:
                 await core.limiter.refused()
             elif isinstance(failure, OperationTimeLimit):
                 core.stats.operation_limit_refusals += 1
-                core.budget.blocked(method)
-                failure.reset_at = core.budget.reset_at(method)
+                core.budget.refused(failure)
             elif failure.may_have_run:
                 core.stats.unknown_outcomes += 1
             raise failure
@@ -482,9 +481,8 @@ class FlowClient:
             for sub_method, time in latest.items():
                 self._core.budget.observe(sub_method, time)
         for err in result.errors.values():
-            if isinstance(err, OperationTimeLimit) and err.method:
-                self._core.budget.blocked(err.method)
-                err.reset_at = self._core.budget.reset_at(err.method)
+            if isinstance(err, OperationTimeLimit):
+                self._core.budget.refused(err)
         return result
 
     # -- bulk operations ----------------------------------------------------------------

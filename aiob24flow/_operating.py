@@ -13,6 +13,7 @@ import time as _time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._errors import OperationTimeLimit
 from ._limiter import Clock, Sleep
 
 __all__ = ["OperatingBudget"]
@@ -71,6 +72,12 @@ class OperatingBudget:
             self._reset_at[method] = now + probe
         else:
             self._probe.pop(method, None)
+
+    def refused(self, error: OperationTimeLimit) -> None:
+        """A 429 for ``error.method``: hold the method and tell the error when it lifts."""
+        if error.method:
+            self.blocked(error.method)
+            error.reset_at = self.reset_at(error.method)
 
     def reset_at(self, method: str) -> float | None:
         return self._reset_at.get(method)
