@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 import time as _time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -28,7 +29,7 @@ from ._errors import (
     ResponseLost,
     TokenExpired,
 )
-from ._redact import mask_secret
+from ._redact import MASK, mask_secret, redact
 from ._transport import Timeout, Transport
 
 __all__ = [
@@ -66,6 +67,10 @@ def check_base_url(url: object, name: str) -> tuple[str, str, str]:
         raise ValueError(f"{name}: plain http:// is allowed only for loopback hosts; use https://")
     if parts.query or parts.fragment:
         raise ValueError(f"{name} must not carry a query or fragment")
+    try:
+        parts.port  # noqa: B018 - urllib checks the range only when asked
+    except ValueError:
+        raise ValueError(f"{name}: the port is not a number from 1 to 65535") from None
     return f"{parts.scheme}://{parts.netloc}", parts.path, parts.hostname
 
 
@@ -105,7 +110,7 @@ class WebhookAuth:
         return self._base + method
 
     def describe(self) -> str:
-        return f"webhook {self.origin}/rest/{self.user}/***/"
+        return redact(f"webhook {self.origin}/rest/{self.user}/***/")
 
     async def headers(self) -> tuple[dict[str, str], str]:
         return {}, ""
@@ -140,6 +145,12 @@ class OAuthTokens:
             isinstance(self.expires_at, bool) or not isinstance(self.expires_at, (int, float))
         ):
             raise TypeError("OAuthTokens.expires_at must be a unix time (float) or None")
+        if self.expires_at is not None and not (
+            math.isfinite(self.expires_at) and self.expires_at >= 0
+        ):
+            raise ValueError(
+                f"OAuthTokens.expires_at must be a finite unix time >= 0, got {self.expires_at!r}"
+            )
 
     def __repr__(self) -> str:
         return (
@@ -244,7 +255,7 @@ class OAuthAuth:
         return self._base + method
 
     def describe(self) -> str:
-        return f"oauth {self._base}"
+        return redact(f"oauth {self._base}")
 
     def _margin(self) -> float:
         # Refresh a little before expiry: 5% of the token's life, at most a minute (so a
@@ -286,14 +297,13 @@ class OAuthAuth:
         try:
             new = await (self._refresher(old) if self._refresher else self._refresh_at_server())
         except B24Error as exc:
-            logger.error("token refresh failed: %s", exc)
+            logger.error("token refresh failed: %s", self._scrub(str(exc)))
             raise
         except Exception as exc:  # a custom refresher's own failure, typed for the waiters
             logger.error("token refresher failed: %s", type(exc).__name__)
             raise RefreshRejected(f"refresher failed: {type(exc).__name__}") from exc
         if not isinstance(new, OAuthTokens):
-            self._dead = RefreshRejected("refresher did not return OAuthTokens")
-            raise self._dead
+            raise self._stop(RefreshRejected("refresher did not return OAuthTokens"))
         self.tokens = new
         self._set_at = self._now()
         self.refreshes += 1
@@ -301,9 +311,23 @@ class OAuthAuth:
         if self._on_refresh is not None:
             try:
                 await self._on_refresh(new)
-            except Exception:
-                # The new tokens are in use either way; the caller must see the failure.
-                logger.exception("on_refresh callback failed; new tokens were not saved")
+            except Exception as exc:
+                # The old refresh token is spent and the new pair lives only in memory:
+                # sending on would make every later refresh depend on this process.
+                logger.error("on_refresh failed (%s): new tokens not saved", type(exc).__name__)
+                error = RefreshRejected(
+                    f"on_refresh failed ({type(exc).__name__}): the refreshed tokens were "
+                    "not saved; the client stops"
+                )
+                error.__cause__ = exc
+                raise self._stop(error) from exc
+
+    def _scrub(self, text: str) -> str:
+        """Redact, and mask the secrets this client holds should a server echo them."""
+        for secret in (self.tokens.refresh_token, self.tokens.access_token, self._client_secret):
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, MASK)
+        return redact(text)
 
     def _stop(self, error: B24Error) -> B24Error:
         # The refresh token is refused or may be spent: never send it again.
@@ -337,10 +361,27 @@ class OAuthAuth:
                     data = json.loads(raw.body) if raw.body else None
                 except ValueError:
                     data = None
-                if raw.status == 200 and isinstance(data, dict) and "access_token" in data:
-                    return OAuthTokens.from_token_response(data, self._now())
-                code = str(data.get("error", "")) if isinstance(data, dict) else ""
+                code = str(data.get("error") or "") if isinstance(data, dict) else ""
                 text = str(data.get("error_description") or "") if isinstance(data, dict) else ""
+                text = self._scrub(text)
+                if raw.status == 200 and isinstance(data, dict) and not code:
+                    if not isinstance(data.get("access_token"), str) or not isinstance(
+                        data.get("refresh_token"), str
+                    ):
+                        # The grant is spent and nothing usable came back.
+                        raise self._stop(
+                            RefreshRejected(
+                                "the OAuth server answered without an access_token and "
+                                "refresh_token; the refresh token is spent",
+                                status=raw.status,
+                            )
+                        )
+                    try:
+                        return OAuthTokens.from_token_response(data, self._now())
+                    except (TypeError, ValueError) as exc:
+                        raise self._stop(
+                            RefreshRejected(f"unusable token answer: {exc}", status=raw.status)
+                        ) from None
                 if code in _TRANSIENT_REFRESH_ERRORS:
                     error = RefreshRejected(text, code=code, status=raw.status)
                 elif code and raw.status < 500:

@@ -17,7 +17,7 @@ from urllib.parse import quote_plus
 
 import attrs
 
-from ._errors import B24Error, error_from_envelope
+from ._errors import B24Error, ServerError, error_from_envelope
 from ._validate import check_method
 
 __all__ = [
@@ -172,7 +172,12 @@ def parse_batch(
     out_nexts: dict[Any, Any] = {}
     not_run: list[Any] = []
     for wire, method, user in zip(wire_keys, methods, user_keys, strict=True):
-        if wire in errors:
+        if wire in errors and wire in results:
+            # The portal says both: it may have run. Never report that as "not applied".
+            out_errors[user] = ServerError(
+                "command is in both result and result_error", method=method, key=str(user)
+            )
+        elif wire in errors:
             out_errors[user] = error_from_envelope(
                 errors[wire], status=None, method=method, key=str(user)
             )

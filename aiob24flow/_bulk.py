@@ -1,40 +1,34 @@
-"""Bulk work: chunking into batches, reports, read-back and convergence.
+"""Bulk operations: reports, read-back and convergence, built on ``_job.Job``.
 
-``_send`` is the one engine: it packs one method over many flow ids into batches of 50,
-runs up to ``concurrency`` batch requests at once (the limiter sets the pace), and sorts
-every flow into ok / failed / unknown. Refusals (the command did not run) are re-queued
-into later batches; lost answers are re-sent only for reads (``repeatable``), never for
-toggles. The public operations (``toggle_many``, ``converge_active``, ...) build on it.
+``Job`` is the one engine: it packs one method over many flow ids into batches of 50,
+binds flows to a batch only when that batch can leave, and sorts every flow into ok /
+failed / unknown. The operations here run one or more jobs under one ``Control`` (the
+caller's stop, the progress counts, the reason sending ended) and end with a report that
+accounts for every flow, or with ``BulkAborted`` carrying that report.
+
+Read-back after a lost answer follows one rule (protocol.md §10: the portal keeps
+executing a request whose connection dropped): a state read is trusted for a flow only
+if it shows the lost toggle took effect, or if it was made after the lost request must
+have finished (``sent_at + Timeout.portal_limit``). Until then the flow is neither
+re-sent nor reported.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._batch import MAX_COMMANDS
-from ._errors import B24Error, BatchCommandError, RequestNotSent, ResponseLost, ServerError
+from ._errors import B24Error, BulkAborted, ServerError, Stopped
+from ._job import Control, Job, Progress, ProgressCallback
 from ._methods import ACTIVATE, GET, PIN
-from ._retry import should_retry
 
 if TYPE_CHECKING:
     from ._client import FlowClient
 
 __all__ = ["BulkReport", "Progress"]
-
-
-@attrs.frozen
-class Progress:
-    """Where a bulk operation stands: passed to ``on_progress`` after every batch."""
-
-    total: int
-    done: int
-    succeeded: int
-    failed: int
-    unknown: int
 
 
 @attrs.frozen
@@ -54,7 +48,7 @@ class BulkReport:
 
     succeeded: dict[int, Any]
     failed: dict[int, B24Error]
-    unknown: dict[int, BaseException]
+    unknown: dict[int, B24Error]
     changed: tuple[int, ...] = ()
 
     @property
@@ -74,170 +68,45 @@ class BulkReport:
         }
 
 
-ProgressCallback = Callable[[Progress], None]
-
-
-@attrs.define
-class _Tally:
-    ok: dict[int, Any] = attrs.field(factory=dict)
-    failed: dict[int, B24Error] = attrs.field(factory=dict)
-    unknown: dict[int, BaseException] = attrs.field(factory=dict)
-
-
-class _Progress:
-    """Cumulative counts over one bulk operation, reported after each batch."""
-
-    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
-        self.total = total
-        self.callback = callback
-        self.succeeded = self.failed = self.unknown = 0
-
-    def add(self, ok: int, failed: int, unknown: int) -> None:
-        self.succeeded += ok
-        self.failed += failed
-        self.unknown += unknown
-        if self.callback is not None:
-            done = self.succeeded + self.failed + self.unknown
-            self.callback(
-                Progress(
-                    self.total, min(done, self.total), self.succeeded, self.failed, self.unknown
-                )
-            )
-
-
-def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
-    for start in range(0, len(ids), MAX_COMMANDS):
-        yield list(ids[start : start + MAX_COMMANDS])
-
-
-async def _send(
+async def _run(
     client: FlowClient,
     method: str,
     ids: Sequence[int],
+    control: Control,
     *,
-    repeatable: bool,
-    stop: asyncio.Event | None,
-    progress: _Progress | None,
-) -> _Tally:
-    """Call ``method`` with ``flowId`` for each id; sort every id into ok/failed/unknown."""
-    tally = _Tally()
-    last_error: dict[int, BaseException] = {}
-    pending = list(ids)
-    passes = client._options.retry.attempts
-    for _ in range(passes):
-        if not pending:
-            break
-        requeue: list[int] = []
-        chunks = _chunks(pending)  # shared by the workers: each batch is taken once
-
-        async def worker(chunks: Iterator[list[int]], requeue: list[int]) -> None:
-            for chunk in chunks:
-                if stop is not None and stop.is_set():
-                    for flow_id in chunk:
-                        tally.failed[flow_id] = RequestNotSent(
-                            "stopped before sending", method=method
-                        )
-                    if progress is not None:
-                        progress.add(0, len(chunk), 0)
-                    continue
-                await _one_batch(
-                    client, method, chunk, tally, requeue, last_error, repeatable, progress
-                )
-
-        workers = min(client.concurrency, (len(pending) + MAX_COMMANDS - 1) // MAX_COMMANDS)
-        await asyncio.gather(*(worker(chunks, requeue) for _ in range(workers)))
-        pending = requeue
-    for flow_id in pending:  # still refused (or, for reads, still lost) after every pass
-        error = last_error[flow_id]
-        if isinstance(error, B24Error) and not error.may_have_run:
-            tally.failed[flow_id] = error
-        else:
-            tally.unknown[flow_id] = error
-    return tally
-
-
-async def _one_batch(
-    client: FlowClient,
-    method: str,
-    chunk: list[int],
-    tally: _Tally,
-    requeue: list[int],
-    last_error: dict[int, BaseException],
-    repeatable: bool,
-    progress: _Progress | None,
-) -> None:
-    keys = [str(flow_id) for flow_id in chunk]
-    cmds = [f"{method}?flowId={flow_id}" for flow_id in chunk]
-    ok = failed = unknown = 0
-    try:
-        result = await client._batch(keys, [method] * len(chunk), cmds, chunk, halt=False)
-    except B24Error as exc:
-        if exc.may_have_run and not repeatable:
-            for flow_id in chunk:
-                tally.unknown[flow_id] = exc
-            unknown = len(chunk)
-        elif exc.may_have_run:
-            requeue.extend(chunk)
-            last_error.update(dict.fromkeys(chunk, exc))
-        else:
-            # Refused as a whole, after the retry policy gave up: nothing ran.
-            for flow_id in chunk:
-                tally.failed[flow_id] = exc
-            failed = len(chunk)
-    except Exception as exc:  # a bug or an odd failure: never guess what happened
-        for flow_id in chunk:
-            tally.unknown[flow_id] = exc
-        unknown = len(chunk)
-    else:
-        errors, results = result.errors, result.results
-        for flow_id in chunk:
-            error = errors.get(flow_id)
-            if error is not None:
-                if should_retry(error) or (
-                    isinstance(error, BatchCommandError)
-                    and error.code == "ERROR_BATCH_LENGTH_EXCEEDED"
-                ):
-                    requeue.append(flow_id)  # did not run: send again in a later batch
-                    last_error[flow_id] = error
-                else:
-                    tally.failed[flow_id] = error
-                    failed += 1
-            elif flow_id in results:
-                tally.ok[flow_id] = results[flow_id]
-                ok += 1
-            elif repeatable:
-                requeue.append(flow_id)
-                last_error[flow_id] = ServerError("missing from the batch answer", method=method)
-            else:
-                tally.unknown[flow_id] = ServerError("missing from the batch answer", method=method)
-                unknown += 1
-    if progress is not None and (ok or failed or unknown):
-        progress.add(ok, failed, unknown)
-
-
-async def _settle(client: FlowClient, lost: dict[int, BaseException]) -> None:
-    """Before reading back after a dropped connection, let the portal finish the call.
-
-    A 5xx is an answer (the portal is done); a read timeout outlasts the portal's own 60 s
-    limit; only a connection lost mid-call may leave the portal still running it.
-    """
-    if any(isinstance(e, ResponseLost) for e in lost.values()):
-        settle = client._options.timeout.settle
-        if settle > 0:
-            await client._core.sleep(settle)
+    repeatable: bool = False,
+    max_sends: int | None = None,
+    report_progress: bool = True,
+) -> Job:
+    job = Job(
+        client,
+        method,
+        ids,
+        control,
+        repeatable=repeatable,
+        max_sends=client._options.retry.attempts if max_sends is None else max_sends,
+        report_progress=report_progress,
+    )
+    await job.run()
+    return job
 
 
 def _report(
     ids: Sequence[int],
     succeeded: dict[int, Any],
     failed: dict[int, B24Error],
-    unknown: dict[int, BaseException],
+    unknown: dict[int, B24Error],
     changed: set[int] | None = None,
+    control: Control | None = None,
 ) -> BulkReport:
-    """Put every id in exactly one map, in input order (first map that has it wins)."""
+    """Put every id in exactly one map, in input order (first map that has it wins).
+
+    A flow in none of them was never sent (the job ended first): ``failed``.
+    """
     out_ok: dict[int, Any] = {}
     out_failed: dict[int, B24Error] = {}
-    out_unknown: dict[int, BaseException] = {}
+    out_unknown: dict[int, B24Error] = {}
+    unsent: B24Error | None = None
     for flow_id in ids:
         if flow_id in succeeded:
             out_ok[flow_id] = succeeded[flow_id]
@@ -245,10 +114,32 @@ def _report(
             out_failed[flow_id] = failed[flow_id]
         elif flow_id in unknown:
             out_unknown[flow_id] = unknown[flow_id]
-        else:  # pragma: no cover - a bug: never drop an id silently
-            out_unknown[flow_id] = RuntimeError("aiob24flow lost track of this flow")
+        else:
+            if unsent is None:
+                unsent = (
+                    control.unsent_error()
+                    if control is not None and control.halted is not None
+                    else ServerError("aiob24flow lost track of this flow")
+                )
+            out_failed[flow_id] = unsent
     changed_ids = tuple(i for i in ids if changed and i in changed)
-    return BulkReport(out_ok, out_failed, out_unknown, changed_ids)
+    report = BulkReport(out_ok, out_failed, out_unknown, changed_ids)
+    if control is not None and control.aborted is not None:
+        error = control.aborted
+        raise BulkAborted(
+            f"bulk job aborted by {type(error).__name__}: {error}", report=report
+        ) from error
+    return report
+
+
+async def _guarded(control: Control, run: Callable[[], Any]) -> Any:
+    """Run one operation; an unexpected exception ends all sending and is kept for
+    ``_report`` to raise as ``BulkAborted`` with the report (None is returned)."""
+    try:
+        return await run()
+    except Exception as exc:
+        control.abort(exc)
+        return None
 
 
 async def toggle_many(
@@ -258,96 +149,178 @@ async def toggle_many(
     on_progress: ProgressCallback | None,
     stop: asyncio.Event | None,
 ) -> BulkReport:
-    progress = _Progress(len(ids), on_progress)
-    tally = await _send(client, method, ids, repeatable=False, stop=stop, progress=progress)
-    return _report(ids, tally.ok, tally.failed, tally.unknown)
+    control = Control(len(ids), stop, on_progress)
+    job = await _run(client, method, ids, control)
+    return _report(ids, job.ok, job.failed, job.unknown, control=control)
 
 
 async def read_flows(client: FlowClient, ids: Sequence[int]) -> BulkReport:
-    tally = await _send(client, GET, ids, repeatable=True, stop=None, progress=None)
-    return _report(ids, tally.ok, tally.failed, tally.unknown)
+    control = Control(len(ids))
+    job = await _run(client, GET, ids, control, repeatable=True)
+    return _report(ids, job.ok, job.failed, job.unknown, control=control)
 
 
-async def _read_active(client: FlowClient, ids: Sequence[int]) -> _Tally:
-    """Read ``active`` of each flow (reads are safe to repeat after a lost answer)."""
-    tally = await _send(client, GET, ids, repeatable=True, stop=None, progress=None)
-    states: dict[int, Any] = {}
-    for flow_id, flow in tally.ok.items():
-        if isinstance(flow, dict) and isinstance(flow.get("active"), bool):
-            states[flow_id] = flow["active"]
+@attrs.define
+class _States:
+    """``active`` read for each flow (reads are safe to repeat after a lost answer)."""
+
+    ok: dict[int, bool]
+    failed: dict[int, B24Error]
+    unknown: dict[int, B24Error]
+
+
+async def _read_active(client: FlowClient, ids: Sequence[int], control: Control) -> _States:
+    job = await _run(client, GET, ids, control, repeatable=True, report_progress=False)
+    states: dict[int, bool] = {}
+    for flow_id, flow in job.ok.items():
+        active = flow.get("active") if isinstance(flow, dict) else None
+        if isinstance(active, bool):
+            states[flow_id] = active
         else:
-            tally.failed[flow_id] = ServerError("flow has no boolean 'active'", method=GET)
-    tally.ok = states
-    return tally
+            job.failed[flow_id] = ServerError("flow has no boolean 'active'", method=GET)
+    return _States(states, job.failed, job.unknown)
+
+
+def _wait_until(errors: Sequence[B24Error], limit: float) -> float | None:
+    """The loop time after which every request of ``errors`` is surely done (None: now)."""
+    latest: float | None = None
+    for error in errors:
+        if error.finished or error.sent_at is None:
+            continue
+        done = error.sent_at + limit
+        latest = done if latest is None else max(latest, done)
+    return latest
+
+
+async def _sleep_until(client: FlowClient, when: float | None) -> None:
+    if when is None:
+        return
+    delay = when - asyncio.get_running_loop().time()
+    if delay > 0:
+        await client._pause(delay)
+
+
+async def _settle(client: FlowClient, lost: Sequence[B24Error]) -> None:
+    """Before the first read after lost answers, give the portal a moment to finish."""
+    if _wait_until(lost, 0.0) is not None:
+        settle = client._options.timeout.settle
+        if settle > 0:
+            await client._pause(settle)
 
 
 async def converge_active(
     client: FlowClient,
     ids: Sequence[int],
     desired: dict[int, bool],
-    rounds: int,
+    max_sends: int,
     on_progress: ProgressCallback | None,
     stop: asyncio.Event | None,
     *,
     dry_run: bool = False,
     result_value: Callable[[int], Any] | None = None,
+    states: dict[int, bool] | None = None,
 ) -> BulkReport:
     """Bring each flow's ``active`` to ``desired[id]``: read, toggle what differs, and
-    after lost answers read again and toggle only what is still wrong."""
-    progress = _Progress(len(ids), on_progress)
-    read = await _read_active(client, ids)
-    failed: dict[int, B24Error] = dict(read.failed)
-    unknown: dict[int, BaseException] = dict(read.unknown)
-    succeeded: dict[int, Any] = {}
-    changed: set[int] = set()
+    after lost answers read again and toggle only what is still wrong.
+
+    Each flow is toggled at most ``max_sends`` times; rounds go on while any flow is
+    unsettled and within that budget. ``states`` skips the first read.
+    """
+    control = Control(len(ids), stop, on_progress)
     value = result_value or (lambda flow_id: desired[flow_id])
-    states = read.ok
-    progress.add(0, len(failed), len(unknown))
-    if dry_run:
-        would = {i for i, state in states.items() if state != desired[i]}
-        succeeded = dict(states)
-        return _report(ids, succeeded, failed, unknown, would)
-    check = [i for i in ids if i in states]
-    lost: dict[int, BaseException] = {}
-    for _ in range(rounds):
-        wrong = []
-        right = 0
-        for flow_id in check:
-            if states[flow_id] == desired[flow_id]:
-                succeeded[flow_id] = value(flow_id)
-                right += 1
-            else:
-                wrong.append(flow_id)
-        if right:
-            progress.add(right, 0, 0)
-        if not wrong:
-            check = []
-            break
-        sent = await _send(client, ACTIVATE, wrong, repeatable=False, stop=stop, progress=None)
-        for flow_id in sent.ok:
-            succeeded[flow_id] = value(flow_id)
-            changed.add(flow_id)
-        failed.update(sent.failed)
-        progress.add(len(sent.ok), len(sent.failed), 0)
-        if not sent.unknown:
-            check = []
-            break
-        # Lost answers: the flow may or may not have toggled. Read it to find out.
-        lost.update(sent.unknown)
-        await _settle(client, sent.unknown)
-        reread = await _read_active(client, list(sent.unknown))
-        for flow_id in (*reread.failed, *reread.unknown):
+    succeeded: dict[int, Any] = {}
+    failed: dict[int, B24Error] = {}
+    unknown: dict[int, B24Error] = {}
+    changed: set[int] = set()
+    limit = client._options.timeout.portal_limit
+
+    async def read_back(lost: dict[int, B24Error]) -> dict[int, bool]:
+        """Settle flows whose toggle was lost; return the trusted wrong states."""
+        errors = list(lost.values())
+        await _settle(client, errors)
+        pending = list(lost)
+        wrong: dict[int, bool] = {}
+        done_by = _wait_until(errors, limit)
+        trusted = False  # a read is trusted once every lost request must be done
+        while pending and not control.stopping:
+            if done_by is not None and asyncio.get_running_loop().time() >= done_by:
+                trusted = True
+            reread = await _read_active(client, pending, control)
+            for flow_id in (*reread.failed, *reread.unknown):
+                unknown[flow_id] = lost[flow_id]
+            later = []
+            settled = 0
+            for flow_id, state in reread.ok.items():
+                if state == desired[flow_id]:
+                    # The lost toggle took effect (and it cannot run twice).
+                    succeeded[flow_id] = value(flow_id)
+                    changed.add(flow_id)
+                    settled += 1
+                elif done_by is not None and not trusted:
+                    later.append(flow_id)  # the lost request may still run: wait for it
+                else:
+                    wrong[flow_id] = state
+            control.add(settled, 0, len(reread.failed) + len(reread.unknown))
+            pending = later
+            if pending:
+                await _sleep_until(client, done_by)
+                trusted = True
+        for flow_id in pending:  # stopped while waiting for the portal
             unknown[flow_id] = lost[flow_id]
-        if reread.failed or reread.unknown:
-            progress.add(0, 0, len(reread.failed) + len(reread.unknown))
-        for flow_id, state in reread.ok.items():
-            if state == desired[flow_id]:
+        return wrong
+
+    async def run() -> None:
+        if states is None:
+            read = await _read_active(client, ids, control)
+            # Never read, so never toggled: not applied.
+            failed.update(read.failed)
+            failed.update(read.unknown)
+            control.add(0, len(read.failed) + len(read.unknown), 0)
+            known = read.ok
+        else:
+            known = states
+        if dry_run:
+            changed.update(i for i, state in known.items() if state != desired[i])
+            succeeded.update(known)
+            return
+        sends: dict[int, int] = {}
+        lost: dict[int, B24Error] = {}
+        check = {i: known[i] for i in ids if i in known}
+        while check and not control.stopping:
+            wrong = []
+            settled = 0
+            for flow_id, state in check.items():
+                if state == desired[flow_id]:
+                    succeeded[flow_id] = value(flow_id)
+                    settled += 1
+                elif sends.get(flow_id, 0) >= max_sends:
+                    unknown[flow_id] = lost.get(flow_id) or ServerError(
+                        "did not converge", method=ACTIVATE
+                    )
+                    settled += 1
+                else:
+                    wrong.append(flow_id)
+            control.add(settled, 0, 0)
+            if not wrong:
+                break
+            for flow_id in wrong:
+                sends[flow_id] = sends.get(flow_id, 0) + 1
+            sent = await _run(client, ACTIVATE, wrong, control, max_sends=1, report_progress=False)
+            for flow_id in sent.ok:
+                succeeded[flow_id] = value(flow_id)
                 changed.add(flow_id)
-            states[flow_id] = state
-        check = [i for i in wrong if i in reread.ok]
-    for flow_id in check:  # rounds ran out with the flow still in the wrong state
-        unknown[flow_id] = lost.get(flow_id) or ServerError("did not converge", method=ACTIVATE)
-    return _report(ids, succeeded, failed, unknown, changed)
+            failed.update(sent.failed)
+            control.add(len(sent.ok), len(sent.failed), 0)
+            if not sent.unknown:
+                break
+            lost.update(sent.unknown)
+            if control.stopping:
+                unknown.update(sent.unknown)
+                break
+            check = await read_back(sent.unknown)
+
+    await _guarded(control, run)
+    return _report(ids, succeeded, failed, unknown, changed, control)
 
 
 async def toggle_verified(
@@ -357,7 +330,11 @@ async def toggle_verified(
     stop: asyncio.Event | None,
 ) -> BulkReport:
     """``activate_many(verify=True)``: toggle each flow exactly once, settled by read-back."""
-    snapshot = await _read_active(client, ids)
+    control = Control(len(ids), stop, on_progress)
+    snapshot = await _guarded(control, lambda: _read_active(client, ids, control))
+    if snapshot is None or control.halted is not None:
+        unread = {} if snapshot is None else {**snapshot.failed, **snapshot.unknown}
+        return _report(ids, {}, unread, {}, control=control)
     desired = {flow_id: not state for flow_id, state in snapshot.ok.items()}
     readable = [i for i in ids if i in desired]
     report = await converge_active(
@@ -368,11 +345,10 @@ async def toggle_verified(
         on_progress,
         stop,
         result_value=lambda _: True,
+        states=snapshot.ok,
     )
-    failed: dict[int, B24Error] = {**snapshot.failed, **report.failed}
-    for flow_id, error in snapshot.unknown.items():
-        # Never read, so never toggled: the portal did not apply it.
-        failed[flow_id] = error if isinstance(error, B24Error) else ServerError(str(error))
+    # Never read, so never toggled: the portal did not apply it.
+    failed: dict[int, B24Error] = {**snapshot.failed, **snapshot.unknown, **report.failed}
     return _report(ids, report.succeeded, failed, report.unknown)
 
 
@@ -380,43 +356,72 @@ async def converge_pinned(
     client: FlowClient,
     ids: Sequence[int],
     pinned: bool,
-    rounds: int,
+    max_sends: int,
     on_progress: ProgressCallback | None,
     stop: asyncio.Event | None,
 ) -> BulkReport:
-    """Pin until each flow's answer says ``pinned``; a lost answer means pin again."""
-    progress = _Progress(len(ids), on_progress)
+    """Pin until each flow's answer says ``pinned``.
+
+    A lost pin is sent again only once the lost request must have finished (pin state
+    cannot be read, and a late pin would flip the flow back). Each flow is pinned at
+    most ``max_sends + 1`` times: once per lost answer, plus once to correct a state.
+    """
+    control = Control(len(ids), stop, on_progress)
     succeeded: dict[int, Any] = {}
     failed: dict[int, B24Error] = {}
+    unknown: dict[int, B24Error] = {}
     before: dict[int, bool] = {}
-    lost: dict[int, BaseException] = {}
-    pending = list(ids)
-    for _ in range(rounds):
-        if not pending:
-            break
-        sent = await _send(client, PIN, pending, repeatable=False, stop=stop, progress=None)
-        failed.update(sent.failed)
-        again = []
-        done = 0
-        for flow_id in pending:
-            if flow_id in sent.ok:
-                state = bool(sent.ok[flow_id])
-                if flow_id not in before and flow_id not in lost:
-                    before[flow_id] = not state  # the first clean answer tells the old state
-                if state == pinned:
-                    succeeded[flow_id] = state
-                    done += 1
+    lost: dict[int, B24Error] = {}
+    limit = client._options.timeout.portal_limit
+
+    async def run() -> None:
+        sends: dict[int, int] = {}
+        pending = list(ids)
+        while pending and not control.stopping:
+            go = []
+            for flow_id in pending:
+                if sends.get(flow_id, 0) > max_sends:
+                    unknown[flow_id] = lost.get(flow_id) or ServerError(
+                        "did not converge", method=PIN
+                    )
+                    control.add(0, 0, 1)
                 else:
+                    sends[flow_id] = sends.get(flow_id, 0) + 1
+                    go.append(flow_id)
+            if not go:
+                break
+            sent = await _run(client, PIN, go, control, max_sends=1, report_progress=False)
+            failed.update(sent.failed)
+            again = []
+            done = 0
+            for flow_id in go:
+                if flow_id in sent.ok:
+                    state = bool(sent.ok[flow_id])
+                    if flow_id not in before and flow_id not in lost:
+                        before[flow_id] = not state  # the first clean answer tells the old state
+                    if state == pinned:
+                        succeeded[flow_id] = state
+                        lost.pop(flow_id, None)
+                        done += 1
+                    else:
+                        again.append(flow_id)
+                elif flow_id in sent.unknown:
+                    lost[flow_id] = sent.unknown[flow_id]
                     again.append(flow_id)
-            elif flow_id in sent.unknown:
-                lost[flow_id] = sent.unknown[flow_id]
-                again.append(flow_id)
-        progress.add(done, len(sent.failed), 0)
-        pending = again
-        await _settle(client, sent.unknown)
-    unknown = {
-        flow_id: lost.get(flow_id) or ServerError("did not converge", method=PIN)
-        for flow_id in pending
-    }
+            control.add(done, len(sent.failed), 0)
+            pending = again
+            if sent.unknown and not control.stopping:
+                await _settle(client, list(sent.unknown.values()))
+                await _sleep_until(client, _wait_until(list(sent.unknown.values()), limit))
+        for flow_id in pending:
+            if flow_id in lost:
+                unknown[flow_id] = lost[flow_id]
+            else:  # pinned once, answered the other state, then the job stopped
+                now = "unpinned" if pinned else "pinned"
+                error = Stopped(f"stopped before pinning again: the flow is now {now}")
+                error.__cause__ = control.halted
+                failed[flow_id] = error
+
+    await _guarded(control, run)
     changed = {i for i in succeeded if before.get(i, not pinned) != pinned}
-    return _report(ids, succeeded, failed, unknown, changed)
+    return _report(ids, succeeded, failed, unknown, changed, control)

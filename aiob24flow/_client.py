@@ -18,7 +18,7 @@ import logging
 import time as _time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import attrs
@@ -35,14 +35,20 @@ from ._auth import (
     WebhookAuth,
 )
 from ._batch import BatchResult, Commands, normalize_commands, parse_batch
+from ._control import Interrupts
 from ._envelope import Envelope, parse_response
 from ._errors import (
     B24Error,
+    ClientClosed,
     InvalidToken,
+    OAuthError,
     OperationTimeLimit,
     QueryLimitExceeded,
+    RefreshFailed,
+    RequestNotSent,
     TokenExpired,
 )
+from ._job import Progress
 from ._limiter import Limiter, RateLimit, bucket_for
 from ._methods import ACTIVATE, GET, PIN
 from ._operating import OperatingBudget
@@ -50,8 +56,8 @@ from ._redact import redact
 from ._redis import RedisBucket
 from ._retry import RetryPolicy, retrying, should_retry
 from ._stats import Stats
-from ._transport import AiohttpTransport, Timeout, Transport
-from ._validate import check_bool, check_flow_id, check_flow_ids, check_method
+from ._transport import DEFAULT_MAX_RESPONSE, AiohttpTransport, Timeout, Transport
+from ._validate import check_bool, check_flow_id, check_flow_ids, check_method, check_number
 
 __all__ = ["ACTIVATE", "GET", "PIN", "FlowClient"]
 
@@ -59,7 +65,7 @@ logger = logging.getLogger("aiob24flow")
 
 
 Sleep = Callable[[float], Awaitable[None]]
-ProgressCallback = Callable[["_bulk.Progress"], None]
+ProgressCallback = Callable[[Progress], None]
 
 
 @attrs.frozen
@@ -67,6 +73,29 @@ class _Options:
     retry: RetryPolicy
     timeout: Timeout
     concurrency: int
+
+
+class _Fixed:
+    """The body of a single call: known up front, one command."""
+
+    __slots__ = ("_body", "commands")
+
+    def __init__(self, body: bytes, commands: int = 1) -> None:
+        self._body = body
+        self.commands = commands
+
+    def body(self) -> bytes:
+        return self._body
+
+
+class Outgoing(Protocol):
+    """What a request carries; ``body()`` is called at the last moment before it leaves
+    (and before every re-send) and may withhold it by raising a ``RequestNotSent``."""
+
+    @property
+    def commands(self) -> int: ...
+
+    def body(self) -> bytes: ...
 
 
 class _Core:
@@ -79,6 +108,7 @@ class _Core:
         limiter: Limiter,
         budget: OperatingBudget,
         sleep: Sleep,
+        connections: int,
     ) -> None:
         self.auth = auth
         self.transport = transport
@@ -87,6 +117,28 @@ class _Core:
         self.sleep = sleep
         self.stats = Stats()
         self.closed = False
+        self.interrupts = Interrupts()
+        # Requests between "slot taken" and "answer read"; the connector has as many
+        # connections, so aiohttp never queues a request we believe has left.
+        self.slots = asyncio.Semaphore(connections)
+        self.on_wire = 0
+        self.idle: asyncio.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def check_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = loop
+        elif loop is not self.loop:
+            raise RuntimeError(
+                "this FlowClient is bound to another event loop; create one client per loop"
+            )
+
+    def give_back(self) -> None:
+        """A slot was reserved for a request that will not be sent."""
+        release = getattr(self.limiter, "release", None)
+        if release is not None:
+            release()
 
 
 def _make_limiter(origin: str, rate_limit: RateLimit | None, limiter: Limiter | None) -> Limiter:
@@ -140,6 +192,7 @@ class FlowClient:
         concurrency: int,
         operating_limit: float,
         sleep: Sleep | None,
+        max_response_size: int = DEFAULT_MAX_RESPONSE,
     ) -> FlowClient:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise TypeError("session must be an aiohttp.ClientSession")
@@ -148,8 +201,19 @@ class FlowClient:
         if timeout is not None and not isinstance(timeout, Timeout):
             raise TypeError("timeout must be an aiob24flow.Timeout")
         concurrency = _check_concurrency(concurrency)
+        check_number(operating_limit, "operating_limit", positive=True)
+        if (
+            isinstance(max_response_size, bool)
+            or not isinstance(max_response_size, int)
+            or max_response_size < 1024
+        ):
+            raise ValueError("max_response_size must be an int of at least 1024 bytes")
+        if sleep is not None and not callable(sleep):
+            raise TypeError("sleep must be an async callable")
         real_sleep: Sleep = sleep or asyncio.sleep
-        tx: AiohttpTransport | Transport = transport or AiohttpTransport(session)
+        tx: AiohttpTransport | Transport = transport or AiohttpTransport(
+            session, connections=concurrency, max_response=max_response_size
+        )
         options = _Options(retry or RetryPolicy(), timeout or Timeout(), concurrency)
         auth = make_auth(tx, options.timeout, real_sleep)
         chosen = _make_limiter(auth.origin, rate_limit, limiter)
@@ -164,7 +228,7 @@ class FlowClient:
             if budget_for is not None
             else OperatingBudget(limit=operating_limit, sleep=real_sleep)
         )
-        core = _Core(auth, tx, chosen, budget, real_sleep)
+        core = _Core(auth, tx, chosen, budget, real_sleep, concurrency)
         return cls(core, options)
 
     @classmethod
@@ -181,12 +245,15 @@ class FlowClient:
         concurrency: int = 50,
         operating_limit: float = 480.0,
         sleep: Sleep | None = None,
+        max_response_size: int = DEFAULT_MAX_RESPONSE,
     ) -> FlowClient:
         """A client for an inbound webhook ``https://PORTAL/rest/USER_ID/CODE/``.
 
         ``rate_limit`` defaults to the standard plan (burst 50, 2/s); ``session`` is used and
         never closed; ``concurrency`` caps batch requests in flight during bulk work (the
-        limiter sets the pace); ``sleep`` is injectable for tests.
+        limiter sets the pace) and, for a session the client opens, its connections;
+        ``max_response_size`` caps an answer's bytes (a larger one is abandoned as
+        ``ResponseLost``); ``sleep`` is injectable for tests.
         """
         auth = WebhookAuth(url)
         return cls._build(
@@ -200,6 +267,7 @@ class FlowClient:
             concurrency=concurrency,
             operating_limit=operating_limit,
             sleep=sleep,
+            max_response_size=max_response_size,
         )
 
     @classmethod
@@ -222,6 +290,7 @@ class FlowClient:
         concurrency: int = 50,
         operating_limit: float = 480.0,
         sleep: Sleep | None = None,
+        max_response_size: int = DEFAULT_MAX_RESPONSE,
     ) -> FlowClient:
         """A client for an OAuth 2 application: ``endpoint`` is ``https://PORTAL/rest/``.
 
@@ -255,6 +324,7 @@ class FlowClient:
             concurrency=concurrency,
             operating_limit=operating_limit,
             sleep=sleep,
+            max_response_size=max_response_size,
         )
 
     def with_options(
@@ -298,11 +368,26 @@ class FlowClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the session the client opened (a passed-in session stays open)."""
-        if not self._owner or self._core.closed:
+        """Close the client for good.
+
+        New calls raise ``ClientClosed`` at once; calls waiting to be sent (connection
+        slot, operating budget, rate limiter, token refresh, retry pause) raise
+        ``ClientClosed``; requests already on the wire finish (bounded by the timeouts)
+        and their callers get the real outcome. Then the session the client opened is
+        closed (a passed-in session stays open). A ``with_options`` copy does not close
+        the client it was made from.
+        """
+        core = self._core
+        if not self._owner or core.closed:
             return
-        self._core.closed = True
-        close = getattr(self._core.transport, "aclose", None)
+        core.closed = True
+        core.interrupts.interrupt(
+            lambda: ClientClosed("not sent: the client was closed while this call waited")
+        )
+        if core.on_wire:
+            core.idle = asyncio.Event()
+            await core.idle.wait()
+        close = getattr(core.transport, "aclose", None)
         if close is not None:
             await close()
 
@@ -337,20 +422,16 @@ class FlowClient:
     async def _request(
         self,
         method: str,
-        payload: Mapping[str, Any],
-        budget_methods: Iterable[str],
-        commands: int = 1,
+        outgoing: Outgoing,
+        budget_methods: tuple[str, ...],
     ) -> Envelope:
-        if self._core.closed:
-            raise RuntimeError("the client is closed")
-        try:
-            body = _json.dumps(payload)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"params must be JSON-serialisable: {exc}") from None
-        methods = tuple(budget_methods)
+        core = self._core
+        core.check_loop()
+        if core.closed:
+            raise ClientClosed("the client is closed")
         # Fast path: most requests succeed at once and need no retry machinery.
         try:
-            return await self._send_once(method, body, methods, commands)
+            return await self._send_once(method, outgoing, budget_methods)
         except Exception as exc:
             if self._options.retry.attempts == 1 or not should_retry(exc):
                 raise
@@ -358,50 +439,98 @@ class FlowClient:
         # Refused: tenacity takes over, counting the attempt already made as its first.
         made = False
         async for attempt in retrying(
-            self._options.retry, sleep=self._core.sleep, before_sleep=self._on_retry
+            self._options.retry, sleep=self._pause, before_sleep=self._on_retry
         ):
             with attempt:
                 if not made:
                     made = True
                     raise first_failure
-                return await self._send_once(method, body, methods, commands)
+                return await self._send_once(method, outgoing, budget_methods)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _pause(self, seconds: float) -> None:
+        """The pause between retries: a waiting section like the limiter's."""
+        with self._core.interrupts.waiting():
+            await self._core.sleep(seconds)
+
+    async def _token(self) -> tuple[dict[str, str], str]:
+        try:
+            return await self._core.auth.headers()
+        except OAuthError as exc:
+            raise _not_sent_for(exc) from exc
+
     async def _send_once(
-        self, method: str, body: bytes, budget_methods: tuple[str, ...], commands: int
+        self, method: str, outgoing: Outgoing, budget_methods: tuple[str, ...]
     ) -> Envelope:
         core = self._core
+        timeout = self._options.timeout
         resent = False
         while True:
-            await core.budget.wait(budget_methods)
-            core.stats.limiter_wait_seconds += await core.limiter.acquire()
-            headers, token = await core.auth.headers()
-            headers["Content-Type"] = "application/json"
-            core.stats.requests += 1
-            core.stats.commands += commands
-            started = _time.monotonic()
+            # Waiting: aclose() and a job's stop interrupt these, and only these.
+            with core.interrupts.waiting():
+                await core.slots.acquire()
             try:
-                raw = await core.transport.post(
-                    core.auth.url(method), body, headers, self._options.timeout
-                )
-                envelope = parse_response(raw, method)
-            except B24Error as exc:
-                _log_request(method, commands, started, exc)
-                if exc.method is None:
-                    exc.method = method
-                failure = exc
-            else:
-                _log_request(method, commands, started, raw.status)
-                if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug("%s body: %s", method, redact(body.decode("utf-8", "replace")))
-                core.budget.observe(method, envelope.time)
-                return envelope
+                with core.interrupts.waiting():
+                    await core.budget.wait(budget_methods)
+                    core.stats.limiter_wait_seconds += await core.limiter.acquire()
+                    try:
+                        headers, token = await self._token()
+                    except BaseException:
+                        core.give_back()
+                        raise
+                # The last moment before the request leaves: claim or withhold.
+                try:
+                    if core.closed:
+                        raise ClientClosed("not sent: the client was closed")
+                    body = outgoing.body()
+                except BaseException:
+                    core.give_back()
+                    raise
+                headers["Content-Type"] = "application/json"
+                commands = outgoing.commands
+                sent_at = asyncio.get_running_loop().time()
+                core.on_wire += 1
+                try:
+                    raw = await core.transport.post(core.auth.url(method), body, headers, timeout)
+                    envelope = parse_response(raw, method)
+                except B24Error as exc:
+                    if not isinstance(exc, RequestNotSent):
+                        core.stats.requests += 1
+                        core.stats.commands += commands
+                    _log_request(method, commands, sent_at, exc)
+                    if exc.method is None:
+                        exc.method = method
+                    exc.sent_at = sent_at
+                    if exc.may_have_run and not exc.finished:
+                        elapsed = asyncio.get_running_loop().time() - sent_at
+                        exc.finished = elapsed >= timeout.portal_limit
+                    failure = exc
+                else:
+                    core.stats.requests += 1
+                    core.stats.commands += commands
+                    _log_request(method, commands, sent_at, raw.status)
+                    if logger.isEnabledFor(logging.DEBUG):
+                        logger.debug("%s body: %s", method, redact(body.decode("utf-8", "replace")))
+                    core.budget.observe(method, envelope.time)
+                    return envelope
+                finally:
+                    core.on_wire -= 1
+                    if core.on_wire == 0 and core.idle is not None:
+                        core.idle.set()
+            finally:
+                core.slots.release()
             if isinstance(failure, (TokenExpired, InvalidToken)):
                 # A 401 means the call did not run: refresh if needed, then re-send once
                 # (also when another call refreshed while this one was in flight).
-                if not resent and await core.auth.recover(token, failure):
-                    resent = True
-                    continue
+                if not resent:
+                    try:
+                        with core.interrupts.waiting():
+                            recovered = await core.auth.recover(token, failure)
+                    except OAuthError as exc:
+                        raise _not_sent_for(exc) from exc
+                    if recovered:
+                        resent = True
+                        continue
             elif isinstance(failure, QueryLimitExceeded):
                 core.stats.query_limit_refusals += 1
                 await core.limiter.refused()
@@ -411,6 +540,13 @@ class FlowClient:
             elif failure.may_have_run:
                 core.stats.unknown_outcomes += 1
             raise failure
+
+    async def _send_claim(self, claim: Outgoing, method: str) -> BatchResult:
+        """One batch of a bulk job (``_job._Claim``): the flows are bound at send time."""
+        envelope = await self._request("batch", claim, ("batch", method))
+        ids: list[int] = claim.ids  # type: ignore[attr-defined]
+        keys: list[str] = claim.keys  # type: ignore[attr-defined]
+        return self._fold_batch(envelope, keys, [method] * len(keys), ids)
 
     # -- single calls -------------------------------------------------------------------
 
@@ -423,8 +559,7 @@ class FlowClient:
         check_method(method, in_url=True)
         if params is not None and not isinstance(params, Mapping):
             raise TypeError("params must be a mapping or None")
-        payload = dict(params or {})
-        envelope = await self._request(method, payload, (method,))
+        envelope = await self._request(method, _Fixed(_encode(dict(params or {}))), (method,))
         return envelope.result
 
     async def activate(self, flow_id: int) -> bool:
@@ -472,7 +607,17 @@ class FlowClient:
     ) -> BatchResult:
         payload = {"halt": 1 if halt else 0, "cmd": dict(zip(wire_keys, cmds, strict=True))}
         budget_methods = ("batch", *dict.fromkeys(methods))
-        envelope = await self._request("batch", payload, budget_methods, commands=len(cmds))
+        outgoing = _Fixed(_encode(payload), len(cmds))
+        envelope = await self._request("batch", outgoing, budget_methods)
+        return self._fold_batch(envelope, wire_keys, methods, user_keys)
+
+    def _fold_batch(
+        self,
+        envelope: Envelope,
+        wire_keys: list[str],
+        methods: list[str],
+        user_keys: list[Any],
+    ) -> BatchResult:
         result = parse_batch(envelope.result, envelope.time, wire_keys, methods, user_keys)
         if result.times:
             # The newest figure per method is all the budget needs.
@@ -505,6 +650,7 @@ class FlowClient:
         """
         flow_ids = check_flow_ids(ids)
         check_bool(verify, "verify")
+        _check_controls(on_progress, stop)
         if verify:
             return await _bulk.toggle_verified(self, flow_ids, on_progress, stop)
         return await _bulk.toggle_many(self, ACTIVATE, flow_ids, on_progress, stop)
@@ -518,6 +664,7 @@ class FlowClient:
     ) -> _bulk.BulkReport:
         """Toggle the pin of every flow in ``ids`` once; ``succeeded`` holds the new states."""
         flow_ids = check_flow_ids(ids)
+        _check_controls(on_progress, stop)
         return await _bulk.toggle_many(self, PIN, flow_ids, on_progress, stop)
 
     async def get_many(self, ids: Iterable[int]) -> _bulk.BulkReport:
@@ -538,7 +685,10 @@ class FlowClient:
         """Make every flow in ``ids`` active (True) or inactive (False).
 
         Reads the states, toggles only what differs, and after any lost answer reads again
-        and toggles only what is still wrong, for at most ``max_rounds`` rounds.
+        and toggles only what is still wrong. Each flow is toggled at most ``max_rounds``
+        times; rounds go on while any flow is unsettled within that budget. A state read
+        after a dropped connection is trusted only once the lost request must have
+        finished (``Timeout.portal_limit``) unless it already shows the desired state.
         ``succeeded`` holds the flows now in the desired state and ``changed`` the ones this
         call toggled. ``dry_run`` reads and reports what would change (in ``changed``)
         without toggling.
@@ -548,6 +698,7 @@ class FlowClient:
         check_bool(dry_run, "dry_run")
         rounds = _check_rounds(max_rounds)
         desired = dict.fromkeys(flow_ids, active)
+        _check_controls(on_progress, stop)
         return await _bulk.converge_active(
             self, flow_ids, desired, rounds, on_progress, stop, dry_run=dry_run
         )
@@ -564,12 +715,32 @@ class FlowClient:
         """Make every flow in ``ids`` pinned (True) or unpinned for the calling user.
 
         Pin state cannot be read, but each pin answers the new state: pin, look at the
-        answer, and pin again where it is not the desired one (or the answer was lost).
+        answer, and pin again where it is not the desired one (or the answer was lost,
+        once the lost request must have finished). Each flow is pinned at most
+        ``max_rounds + 1`` times.
         """
         flow_ids = check_flow_ids(ids)
         check_bool(pinned, "pinned")
         rounds = _check_rounds(max_rounds)
+        _check_controls(on_progress, stop)
         return await _bulk.converge_pinned(self, flow_ids, pinned, rounds, on_progress, stop)
+
+
+def _encode(payload: Mapping[str, Any]) -> bytes:
+    try:
+        return _json.dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"params must be JSON-serialisable: {exc}") from None
+
+
+def _not_sent_for(error: OAuthError) -> RefreshFailed:
+    """The call waited for a token that did not come: it was never sent."""
+    failed = RefreshFailed(
+        f"not sent: no valid access token ({type(error).__name__}: {error.description})",
+        code=error.code,
+        status=error.status,
+    )
+    return failed
 
 
 def _log_request(method: str, commands: int, started: float, outcome: int | B24Error) -> None:
@@ -591,6 +762,13 @@ def _log_request(method: str, commands: int, started: float, outcome: int | B24E
             plural,
             redact(str(outcome)),
         )
+
+
+def _check_controls(on_progress: object, stop: object) -> None:
+    if on_progress is not None and not callable(on_progress):
+        raise TypeError("on_progress must be a callable taking an aiob24flow.Progress")
+    if stop is not None and not isinstance(stop, asyncio.Event):
+        raise TypeError("stop must be an asyncio.Event or None")
 
 
 def _check_rounds(value: object) -> int:

@@ -8,6 +8,7 @@ import attrs
 
 from . import _json
 from ._errors import ServerError, error_from_envelope
+from ._redact import redact
 from ._transport import RawResponse
 
 __all__ = ["Envelope", "parse_response"]
@@ -27,18 +28,24 @@ def parse_response(raw: RawResponse, method: str) -> Envelope:
         body = _json.loads(raw.body) if raw.body else None
     except ValueError:
         body = None
-    if isinstance(body, dict) and "error" in body:
-        # Also the legacy "HTTP 200 with error" form.
-        raise error_from_envelope(body, status=raw.status, method=method)
-    if raw.status == 200 and isinstance(body, dict) and "result" in body:
-        time = body.get("time")
-        return Envelope(body["result"], time if isinstance(time, dict) else {})
+    if isinstance(body, dict):
+        error = body.get("error")
+        # {"result": ..., "error": null} is a success; the legacy "HTTP 200 with error"
+        # form is an error.
+        if error not in (None, "") or ("error" in body and "result" not in body):
+            raise error_from_envelope(body, status=raw.status, method=method)
+        if raw.status == 200 and "result" in body:
+            time = body.get("time")
+            return Envelope(body["result"], time if isinstance(time, dict) else {})
     # A proxy page, an empty body, or a 5xx without an envelope: nothing says the call
-    # did not run.
+    # did not run, nor that the portal is done with it (a gateway may answer while PHP
+    # still executes).
     snippet = raw.body[:120].decode("utf-8", "replace") if raw.body else "empty body"
-    raise ServerError(
-        f"unexpected answer: {snippet}",
+    unexpected = ServerError(
+        f"unexpected answer: {redact(snippet)}",
         code="ERROR_UNEXPECTED_ANSWER",
         status=raw.status,
         method=method,
     )
+    unexpected.finished = False
+    raise unexpected

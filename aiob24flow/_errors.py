@@ -19,16 +19,23 @@ Every exception the library raises about a call is a ``B24Error``::
     │   └── ServerError              5xx (other than the limit refusal) or an odd answer:
     │                                the method MAY have run
     ├── TransportError               no usable answer from the portal
-    │   ├── RequestNotSent           connect failed: the request never left
-    │   │   └── LimiterUnavailable   the shared (Redis) limiter is away (``_redis.py``)
+    │   ├── RequestNotSent           the request never left (may_have_run is False)
+    │   │   ├── Unreachable          DNS failure or connection refused: not retried
+    │   │   ├── LimiterUnavailable   the shared (Redis) limiter is away (``_redis.py``)
+    │   │   ├── Stopped              withheld: the job was stopped or aborted (.__cause__)
+    │   │   ├── ClientClosed         withheld: ``aclose()`` was called
+    │   │   └── RefreshFailed        withheld: no valid token (cause: the OAuthError)
     │   └── ResponseLost             timeout / disconnect after sending: MAY have run
-    └── OAuthError                   the OAuth server refused or failed a token refresh
-        ├── RefreshRejected          invalid_grant, invalid_client, ...: terminal
-        └── RefreshOutcomeUnknown    refresh sent, answer lost: the refresh token may be spent
+    ├── OAuthError                   the OAuth server refused or failed a token refresh
+    │   ├── RefreshRejected          invalid_grant, invalid_client, ...: terminal
+    │   └── RefreshOutcomeUnknown    refresh sent, answer lost: the refresh token may be spent
+    └── BulkAborted                  a bulk job ended by an exception (.report, .__cause__)
 
 Outcome classification (both flow methods are toggles): ``error.may_have_run`` is
 ``True`` only for ``ServerError`` and ``ResponseLost`` (and ``RefreshOutcomeUnknown``).
 Everything else provably did not run and may be retried or reported as failed.
+A call never raises an ``OAuthError`` itself: a call that could not get a valid token was
+not sent and raises ``RefreshFailed`` with the ``OAuthError`` as ``__cause__``.
 
 Errors are mapped by the portal's error code first, then by HTTP status
 (see ``error_from_envelope``).
@@ -43,6 +50,8 @@ __all__ = [
     "AuthError",
     "B24Error",
     "BatchCommandError",
+    "BulkAborted",
+    "ClientClosed",
     "FlowError",
     "InsufficientScope",
     "InvalidArgument",
@@ -53,14 +62,18 @@ __all__ = [
     "OperationTimeLimit",
     "PortalError",
     "QueryLimitExceeded",
+    "RefreshFailed",
     "RefreshOutcomeUnknown",
     "RefreshRejected",
     "RequestNotSent",
     "ResponseLost",
     "ServerError",
+    "Stopped",
     "TokenExpired",
     "TransportError",
+    "Unreachable",
     "error_from_envelope",
+    "is_systemic",
 ]
 
 
@@ -74,6 +87,13 @@ class B24Error(Exception):
     """
 
     may_have_run: ClassVar[bool] = False
+    #: ``loop.time()`` when the request left (set on errors of sent requests): a request
+    #: whose answer was lost is surely finished at the portal only ``Timeout.portal_limit``
+    #: seconds after it.
+    sent_at: float | None = None
+    #: True when the portal is surely done with the request (it answered, even with a
+    #: 5xx envelope, or the read timeout outlasted its execution limit).
+    finished: bool = True
 
     def __init__(
         self,
@@ -191,10 +211,39 @@ class RequestNotSent(TransportError):
     """The connection could not be made: the request provably never reached the portal."""
 
 
+class Unreachable(RequestNotSent):
+    """The portal's host could not be resolved or refused the connection.
+
+    Not retried: it will be the same for every request, so a bulk job ends at once.
+    """
+
+
+class Stopped(RequestNotSent):
+    """Withheld at the last moment: the job was stopped (``stop=``) or ended by an error
+    (the error is the ``__cause__``)."""
+
+
+class ClientClosed(RequestNotSent):
+    """Withheld: ``aclose()`` was called before the request could be sent."""
+
+
+class RefreshFailed(RequestNotSent):
+    """Withheld: the access token had to be refreshed and the refresh failed.
+
+    ``__cause__`` is the ``RefreshRejected`` / ``RefreshOutcomeUnknown`` (or the error of
+    ``on_refresh``); the flow call itself was never sent.
+    """
+
+
 class ResponseLost(TransportError):
-    """The request was sent but its answer was lost (timeout, disconnect): it MAY have run."""
+    """The request was sent but its answer was lost (timeout, disconnect): it MAY have run.
+
+    The portal may still be executing it (``finished`` is False until the portal's
+    execution limit has passed since ``sent_at``).
+    """
 
     may_have_run = True
+    finished = False
 
 
 class OAuthError(B24Error):
@@ -209,6 +258,17 @@ class RefreshOutcomeUnknown(OAuthError):
     """The refresh was sent but its answer was lost: the refresh token may be spent."""
 
     may_have_run = True
+
+
+class BulkAborted(B24Error):
+    """A bulk job ended by an exception that is not about one flow: a raising
+    ``on_progress``, an internal error. Sending stopped first; ``report`` accounts for
+    every flow (the unsent ones ``failed`` with ``Stopped``) and ``__cause__`` is the
+    original exception."""
+
+    def __init__(self, description: str = "", *, report: Any = None, **kwargs: Any) -> None:
+        super().__init__(description, **kwargs)
+        self.report = report
 
 
 _BY_CODE: dict[str, type[PortalError]] = {
@@ -270,3 +330,19 @@ def error_from_envelope(
         else:
             cls = _BY_STATUS.get(status or 0, PortalError)
     return cls(text, code=code, status=status, method=method, key=key)
+
+
+def is_systemic(error: BaseException) -> bool:
+    """Will this error be the same for every flow? Then a bulk job ends at once.
+
+    Credentials, scope, an unknown method, an unreachable host, a failed token refresh,
+    a closed client. Errors of one flow (no access to it, not found) and pacing refusals
+    (503, 429) are not systemic.
+    """
+    if isinstance(error, (Unreachable, ClientClosed, RefreshFailed, OAuthError)):
+        return True
+    if isinstance(error, Stopped):
+        return False
+    if isinstance(error, (AuthError, MethodNotFound)):
+        return error.key is None  # a whole-request refusal, not one command's
+    return False

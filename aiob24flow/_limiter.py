@@ -152,8 +152,20 @@ class LeakyBucket:
     async def acquire(self) -> float:
         wait = self.reserve()
         if wait > 0:
-            await self._sleep(wait)
+            try:
+                await self._sleep(wait)
+            except BaseException:
+                self.release()  # interrupted before sending: the slot was never used
+                raise
         return wait
+
+    def release(self) -> None:
+        """Give back a reserved slot whose request will not be sent.
+
+        Safe at any time: later reservations keep their (now conservative) start times.
+        """
+        self._drain()
+        self._level = max(0.0, self._level - 1.0)
 
     async def refused(self) -> None:
         # The portal says its counter is at the burst: nothing may start before it drains

@@ -9,6 +9,7 @@ nears the limit, until the reported reset time.
 from __future__ import annotations
 
 import asyncio
+import math
 import time as _time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -16,11 +17,14 @@ from typing import Any
 from ._errors import OperationTimeLimit
 from ._limiter import Clock, Sleep
 
-__all__ = ["OperatingBudget"]
+__all__ = ["MAX_WAIT", "OperatingBudget"]
 
 _RESET_MARGIN = 1.0  # operating_reset_at is truncated to whole seconds
 _PROBE_FIRST = 5.0
 _PROBE_MAX = 60.0
+# The portal's window is 10 minutes: no block outlasts it (S4's ban is 5 minutes), so a
+# reset time further out than this is clamped rather than trusted.
+MAX_WAIT = 600.0 + 60.0
 
 
 class OperatingBudget:
@@ -54,8 +58,12 @@ class OperatingBudget:
         if isinstance(operating, (int, float)) and not isinstance(operating, bool):
             self._operating[method] = float(operating)
         reset_at = time.get("operating_reset_at")
-        if isinstance(reset_at, (int, float)) and not isinstance(reset_at, bool):
-            self._reset_at[method] = float(reset_at)
+        if (
+            isinstance(reset_at, (int, float))
+            and not isinstance(reset_at, bool)
+            and math.isfinite(reset_at)
+        ):
+            self._reset_at[method] = min(float(reset_at), self._now() + MAX_WAIT)
 
     def blocked(self, method: str) -> None:
         """The portal answered 429 for ``method``: hold it until the known reset time.
@@ -94,7 +102,7 @@ class OperatingBudget:
                 # The window has moved on (or we cannot tell): let one call find out.
                 self._operating[method] = 0.0
                 continue
-            wait = max(wait, reset + _RESET_MARGIN - now)
+            wait = max(wait, min(reset + _RESET_MARGIN - now, MAX_WAIT))
         return wait
 
     async def wait(self, methods: Iterable[str]) -> float:

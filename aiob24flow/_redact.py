@@ -11,17 +11,20 @@ import re
 
 _WEBHOOK = re.compile(r"(/rest/[^/\s?#]+/)([^/\s?#]+)(/)")
 _PARAM = re.compile(
-    r"((?:^|[?&\s\"'{,])(?:auth|access_token|refresh_token|client_secret|code)"
+    r"((?:^|[?&\s\"'{,])(?:auth|access_token|refresh_token|client_secret|code|password)"
     r"[\"']?\s*[=:]\s*[\"']?)([^&\s\"',}]+)",
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"(Bearer\s+)(\S+)", re.IGNORECASE)
+# ``scheme://user:password@host`` (also Redis URLs ``redis://:password@host``).
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)([^/\s@]+)(@)")
 
 MASK = "***"
 
 
 def redact(text: str) -> str:
     """Mask webhook codes, tokens and secrets in ``text``."""
+    text = _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
     text = _WEBHOOK.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
     text = _PARAM.sub(lambda m: f"{m.group(1)}{MASK}", text)
     return _BEARER.sub(lambda m: f"{m.group(1)}{MASK}", text)

@@ -17,13 +17,21 @@ from collections.abc import Awaitable, Callable
 import attrs
 import tenacity
 
-from ._errors import OperationTimeLimit, QueryLimitExceeded, RequestNotSent
+from ._errors import (
+    ClientClosed,
+    OperationTimeLimit,
+    QueryLimitExceeded,
+    RefreshFailed,
+    RequestNotSent,
+    Stopped,
+    Unreachable,
+)
 
 __all__ = ["RetryPolicy", "retry_delay", "retrying", "should_retry"]
 
 
 def _check_positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ValueError(f"RetryPolicy.{attribute.name} must be >= 0, got {value!r}")
 
 
@@ -56,7 +64,14 @@ class RetryPolicy:
 
 
 def should_retry(exc: BaseException) -> bool:
-    """Retry only refusals that say the call did not run and may succeed later."""
+    """Retry only refusals that say the call did not run and may succeed later.
+
+    Not retried though never sent: a withheld call (``Stopped``, ``ClientClosed``,
+    ``RefreshFailed``: sending again is what the caller ruled out) and an unreachable
+    host (DNS failure, connection refused: the same next time).
+    """
+    if isinstance(exc, (Stopped, ClientClosed, RefreshFailed, Unreachable)):
+        return False
     return isinstance(exc, (QueryLimitExceeded, OperationTimeLimit, RequestNotSent))
 
 

@@ -8,6 +8,8 @@ whether the request may have reached the portal, because both flow methods are t
 from __future__ import annotations
 
 import asyncio
+import math
+import socket
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -15,10 +17,19 @@ import aiohttp
 import attrs
 import yarl
 
-from ._errors import RequestNotSent, ResponseLost
+from ._errors import ClientClosed, RequestNotSent, ResponseLost, Unreachable
 from ._redact import redact
 
-__all__ = ["AiohttpTransport", "RawResponse", "Timeout", "Transport"]
+__all__ = ["DEFAULT_MAX_RESPONSE", "AiohttpTransport", "RawResponse", "Timeout", "Transport"]
+
+
+def _number(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 @attrs.frozen
@@ -26,24 +37,39 @@ class Timeout:
     """Per-request timeouts in seconds.
 
     ``connect`` bounds connection set-up (a connect timeout means the request never left);
-    ``read`` bounds the wait for the answer after sending (a read timeout means the call
-    may have run). The portal stops a request after 60 s, so the default read timeout of
-    75 s means that a timed-out call has finished (or died) by the time it is read back.
-    ``settle`` is how long bulk work waits before reading back flows whose connection was
-    lost, so a call the portal may still be running has finished first.
+    ``read`` bounds each wait for data after sending (a read timeout means the call may
+    have run); ``total`` bounds the whole request, so a server trickling bytes cannot hold
+    a call (default ``connect + read``). The portal stops a request after 60 s
+    (``portal_limit``), so the default read timeout of 75 s means that a timed-out call
+    has finished by the time it is read back.
+
+    A dropped connection is different: the portal keeps executing the request (protocol.md
+    §10), so a flow whose request was lost that way is read back (or re-sent) only once
+    ``portal_limit`` seconds have passed since the request left, unless a read shows the
+    request already took effect. ``settle`` is how long bulk work waits before the first
+    such read.
     """
 
     connect: float = 10.0
     read: float = 75.0
     settle: float = 1.0
+    total: float | None = None
+    portal_limit: float = 60.0
 
     def __attrs_post_init__(self) -> None:
-        for name in ("connect", "read", "settle"):
+        for name in ("connect", "read", "settle", "portal_limit"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"Timeout.{name} must be a number >= 0, got {value!r}")
+            if not _number(value):
+                raise ValueError(f"Timeout.{name} must be a finite number >= 0, got {value!r}")
+        if self.total is not None and not (_number(self.total) and self.total > 0):
+            raise ValueError(f"Timeout.total must be a positive number, got {self.total!r}")
         if self.connect == 0 or self.read == 0:
             raise ValueError("Timeout.connect and Timeout.read must be positive")
+
+    @property
+    def deadline(self) -> float:
+        """The whole-request bound in effect."""
+        return self.total if self.total is not None else self.connect + self.read
 
 
 @attrs.frozen
@@ -62,26 +88,47 @@ class Transport(Protocol):
         ...
 
 
-class AiohttpTransport:
-    """The default transport: one ``aiohttp.ClientSession``, owned or borrowed."""
+DEFAULT_MAX_RESPONSE = 4 * 1024 * 1024
 
-    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+
+class AiohttpTransport:
+    """The default transport: one ``aiohttp.ClientSession``, owned or borrowed.
+
+    An owned session gets a connector capped at ``connections`` (the client's
+    concurrency), so thousands of concurrent calls never open thousands of sockets.
+    Answers larger than ``max_response`` bytes are abandoned (``ResponseLost``: the call
+    may have run). After ``aclose()`` nothing is sent and no session is re-created.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        connections: int = 100,
+        max_response: int = DEFAULT_MAX_RESPONSE,
+    ) -> None:
         self._session = session
         self._owns_session = session is None
+        self._connections = connections
+        self._max_response = max_response
+        self.closed = False
         # Parsed once: a bulk job posts to the same few URLs with the same timeouts.
         self._urls: dict[str, yarl.URL] = {}
         self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            if not self._owns_session:
-                raise RuntimeError("the aiohttp session passed to the client is closed")
-            # Keep-alive connections, no per-host cap below the limiter's pace.
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        if self.closed:
+            raise ClientClosed("the client is closed")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._connections, limit_per_host=self._connections
+            )
             # The portal sets no cookie we need: skip the per-response cookie work.
             self._session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar()
             )
+        elif self._session.closed:
+            raise ClientClosed("the aiohttp session used by the client is closed")
         return self._session
 
     async def post(
@@ -91,7 +138,7 @@ class AiohttpTransport:
         client_timeout = self._timeouts.get(timeout)
         if client_timeout is None:
             client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(
-                total=None,
+                total=timeout.deadline,
                 sock_connect=timeout.connect,
                 connect=timeout.connect,
                 sock_read=timeout.read,
@@ -109,17 +156,57 @@ class AiohttpTransport:
                 timeout=client_timeout,
                 allow_redirects=False,
             ) as response:
-                data = await response.read()
+                cap = self._max_response
+                length = response.content_length
+                if length is not None and length > cap:
+                    raise ResponseLost(f"answer too large: {length} bytes (cap {cap})")
+                if length is not None:
+                    data = await response.read()
+                else:
+                    data = await _read_capped(response, cap)
                 return RawResponse(response.status, data)
+        except ResponseLost:
+            raise
         except aiohttp.ConnectionTimeoutError as exc:
             raise RequestNotSent(f"connect timeout: {redact(str(exc))}") from None
         except aiohttp.ClientConnectorError as exc:
+            if _unreachable(exc):
+                raise Unreachable(f"cannot reach the portal: {_os_reason(exc)}") from None
             raise RequestNotSent(f"cannot connect: {type(exc).__name__}") from None
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
             # Sent, or partly sent: the portal may have run the call.
             raise ResponseLost(f"answer lost: {type(exc).__name__}") from None
 
     async def aclose(self) -> None:
+        self.closed = True
         if self._owns_session and self._session is not None:
             await self._session.close()
-            self._session = None
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            raise ResponseLost(f"answer too large: over {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _unreachable(exc: aiohttp.ClientConnectorError) -> bool:
+    """A DNS failure or a refused connection: the same for every request."""
+    dns = getattr(aiohttp, "ClientConnectorDNSError", None)
+    if dns is not None and isinstance(exc, dns):
+        return True
+    os_error = getattr(exc, "os_error", None)
+    return isinstance(os_error, (socket.gaierror, ConnectionRefusedError))
+
+
+def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, socket.gaierror):
+        return "host name not found"
+    if isinstance(os_error, ConnectionRefusedError):
+        return "connection refused"
+    return type(exc).__name__

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
-__all__ = ["check_bool", "check_flow_id", "check_flow_ids", "check_method"]
+__all__ = [
+    "MAX_FLOW_ID",
+    "check_bool",
+    "check_flow_id",
+    "check_flow_ids",
+    "check_method",
+    "check_number",
+]
+
+
+MAX_FLOW_ID = 2**63 - 1  # the portal's ids are signed 64-bit integers
 
 
 def check_flow_id(value: object, name: str = "flow_id") -> int:
-    """A flow id is an ``int`` (not a ``bool``) of at least 1."""
+    """A flow id is an ``int`` (not a ``bool``) from 1 to 2**63-1."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
+    if value > MAX_FLOW_ID:
+        raise ValueError(f"{name} must be at most 2**63-1, got {value!r}")
     return value
 
 
@@ -22,7 +35,7 @@ def check_flow_ids(values: object, name: str = "ids") -> list[int]:
         raise TypeError(f"{name} must be an iterable of int flow ids")
     ids = list(values)
     # Fast path for the common case (plain ints >= 1, distinct); details only on failure.
-    if all(type(v) is int and v >= 1 for v in ids) and len(set(ids)) == len(ids):
+    if all(type(v) is int and 1 <= v <= MAX_FLOW_ID for v in ids) and len(set(ids)) == len(ids):
         return ids
     seen: set[int] = set()
     for index, value in enumerate(ids):
@@ -47,3 +60,13 @@ def check_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return value
+
+
+def check_number(value: object, name: str, *, positive: bool = False) -> float:
+    """A finite real number >= 0 (> 0 with ``positive``); not a bool, not NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)

@@ -1,6 +1,7 @@
 """The ``aiob24flow`` command line (also ``python -m aiob24flow``).
 
-Exit codes: 0 everything done, 1 some flows failed or are unknown, 2 usage error.
+Exit codes: 0 everything done, 1 some flows failed or are unknown, 2 usage error,
+130 interrupted (Ctrl-C; the report of what happened to every flow is printed first).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -25,10 +27,11 @@ from ._client import FlowClient
 from ._errors import B24Error
 from ._limiter import RateLimit
 from ._redact import redact
+from ._validate import MAX_FLOW_ID
 
 __all__ = ["main", "parse_ids"]
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):
@@ -38,24 +41,33 @@ class UsageError(Exception):
 # -- flow ids -------------------------------------------------------------------------------
 
 
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also accepts "²" and "٣"
+
+
+def _flow_id(text: str, token: str) -> int:
+    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= MAX_FLOW_ID:
+        raise UsageError(
+            f"bad flow id {token!r} (expected an integer from 1 to 2**63-1, or FROM-TO)"
+        )
+    return int(text)
+
+
 def _expand(token: str) -> Iterator[int]:
     token = token.strip()
     if not token:
         return
     if "-" in token[1:]:
         low, _, high = token.partition("-")
-        if not (low.isdigit() and high.isdigit()):
+        if not (_DIGITS.fullmatch(low) and _DIGITS.fullmatch(high)):
             raise UsageError(f"bad flow id range {token!r} (expected FROM-TO)")
-        start, end = int(low), int(high)
-        if start < 1 or end < start:
+        start, end = _flow_id(low, token), _flow_id(high, token)
+        if end < start:
             raise UsageError(f"bad flow id range {token!r}")
         if end - start > 1_000_000:
             raise UsageError(f"flow id range {token!r} is too large")
         yield from range(start, end + 1)
         return
-    if not token.isdigit() or int(token) < 1:
-        raise UsageError(f"bad flow id {token!r} (expected a positive integer or FROM-TO)")
-    yield int(token)
+    yield _flow_id(token, token)
 
 
 def parse_ids(
@@ -75,6 +87,8 @@ def parse_ids(
                 texts.extend(fh.read().replace(",", " ").split())
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"cannot read {path}: not UTF-8 text") from None
     ids = list(dict.fromkeys(flow_id for text in texts for flow_id in _expand(text)))
     if not ids:
         raise UsageError("no flow ids given (arguments, --ids-file or - for stdin)")
@@ -85,37 +99,74 @@ def parse_ids(
 
 
 class TokenFile:
-    """OAuth tokens in a JSON file, rewritten atomically after every refresh."""
+    """OAuth tokens in a JSON file, rewritten atomically after every refresh.
+
+    A symlink is followed: its target is rewritten, the link stays. ``check_writable``
+    runs before the first request, so a refresh never spends the refresh token and then
+    fails to keep its successor.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.save_error: BaseException | None = None
         try:
             with open(path, encoding="utf-8") as fh:
-                self.data: dict[str, Any] = json.load(fh)
+                data = json.load(fh)
         except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read OAuth token file {path}: {exc}") from None
+            raise UsageError(f"cannot read OAuth token file {path}: {_oneline(exc)}") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"OAuth token file {path} must hold a JSON object")
+        self.data: dict[str, Any] = data
         for key in ("endpoint", "access_token", "refresh_token"):
             if not isinstance(self.data.get(key), str):
                 raise UsageError(f"OAuth token file {path} lacks {key!r}")
 
+    @property
+    def target(self) -> str:
+        return os.path.realpath(self.path)
+
+    def check_writable(self) -> None:
+        target = self.target
+        directory = os.path.dirname(target)
+        if not os.access(target, os.W_OK) or not os.access(directory, os.W_OK | os.X_OK):
+            raise UsageError(
+                f"OAuth token file {self.path} cannot be rewritten (its directory "
+                f"{directory} must be writable): a refresh would lose the new tokens"
+            )
+
     def tokens(self) -> OAuthTokens:
-        return OAuthTokens.from_json(self.data)
+        try:
+            return OAuthTokens.from_json(self.data)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"OAuth token file {self.path}: {_oneline(exc)}") from None
 
     async def save(self, tokens: OAuthTokens) -> None:
+        try:
+            self._write(tokens)
+        except BaseException as exc:
+            self.save_error = exc
+            raise
+
+    def _write(self, tokens: OAuthTokens) -> None:
         self.data.update(tokens.to_json())
-        directory = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=directory)
+        target = self.target
+        fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=os.path.dirname(target))
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(self.data, fh, indent=2)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new file
+            os.replace(tmp, target)  # atomic: a crash leaves the old or the new file
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def _oneline(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return redact(" ".join(str(text).split()))
 
 
 def _rate_limit(args: argparse.Namespace) -> RateLimit:
@@ -129,7 +180,14 @@ def _rate_limit(args: argparse.Namespace) -> RateLimit:
     if args.redis:
         from ._redis import RedisLimiter
 
-        backend = RedisLimiter(args.redis)
+        try:
+            backend = RedisLimiter(args.redis)
+        except ImportError:
+            raise UsageError(
+                "--redis needs the redis package: pip install 'aiob24flow[redis]'"
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"bad --redis URL: {_oneline(exc)}") from None
     try:
         return RateLimit(
             burst=args.burst if args.burst is not None else limit.burst,
@@ -141,12 +199,12 @@ def _rate_limit(args: argparse.Namespace) -> RateLimit:
         raise UsageError(str(exc)) from None
 
 
-def make_client(args: argparse.Namespace) -> FlowClient:
+def make_client(args: argparse.Namespace, store: TokenFile | None = None) -> FlowClient:
     common: dict[str, Any] = {"rate_limit": _rate_limit(args), "concurrency": args.concurrency}
     webhook = args.webhook or os.environ.get("B24_WEBHOOK_URL")
     try:
         if args.oauth:
-            store = TokenFile(args.oauth)
+            store = store or TokenFile(args.oauth)
             return FlowClient.from_oauth(
                 store.data["endpoint"],
                 store.tokens(),
@@ -264,19 +322,27 @@ class _ProgressBar:
 
 async def _run_bulk(args: argparse.Namespace, out: TextIO) -> int:
     ids = parse_ids(args.ids, args.ids_file)
-    client = make_client(args)
+    store = TokenFile(args.oauth) if args.oauth else None
+    if store is not None:
+        store.check_writable()
+    client = make_client(args, store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     interrupted = False
+    main_task = asyncio.current_task()
 
     def on_sigint() -> None:
         nonlocal interrupted
-        if interrupted:  # a second Ctrl-C: stop waiting
-            raise KeyboardInterrupt
+        if interrupted:  # a second Ctrl-C: stop waiting for what is on the wire
+            if main_task is not None:
+                main_task.cancel()
+            return
         interrupted = True
         stop.set()
         print(
-            "\ninterrupted: sending no new batch; waiting for those in flight...", file=sys.stderr
+            "\ninterrupted: sending no new batch; waiting for those in flight "
+            "(Ctrl-C again to stop at once)...",
+            file=sys.stderr,
         )
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -286,32 +352,55 @@ async def _run_bulk(args: argparse.Namespace, out: TextIO) -> int:
         async with client:
             with _ProgressBar(show_bar, len(ids), args.command) as on_progress:
                 report = await _dispatch(client, args, ids, on_progress, stop)
-            if args.json:
-                json.dump(report_json(report, client), out, indent=2)
-                out.write("\n")
-            elif not args.quiet or not report.ok:
-                dry_run = getattr(args, "dry_run", False)
-                label = "would change" if dry_run else "changed"
-                print(f"{args.command}: {len(ids)} flows", file=out)
-                print("\n".join(summary_lines(report, changed_label=label)), file=out)
-                if dry_run:
-                    verb = "activate" if args.state else "deactivate"
-                    listed = id_ranges(report.changed, limit=10**9) or "nothing"
-                    print(f"  would {verb}: {listed}", file=out)
-                if args.command == "get":
-                    for flow_id, flow in report.succeeded.items():
-                        print(
-                            f"  flow {flow_id}: active={flow.get('active')} "
-                            f"name={flow.get('name')!r}",
-                            file=out,
-                        )
-                elif args.command == "pin" and len(report.succeeded) <= 20:
-                    for flow_id, pinned in report.succeeded.items():
-                        print(f"  flow {flow_id}: pinned={pinned}", file=out)
+            _print_report(args, ids, report, client, out)
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
+    if store is not None and store.save_error is not None:
+        print(
+            f"aiob24flow: error: the refreshed OAuth tokens could not be saved to "
+            f"{store.path} ({_oneline(store.save_error)}); sending stopped. The old "
+            "refresh token is spent: authorize the application again.",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
+    if interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_INCOMPLETE
+
+
+def _print_report(
+    args: argparse.Namespace,
+    ids: list[int],
+    report: BulkReport,
+    client: FlowClient,
+    out: TextIO,
+) -> None:
+    if args.json:
+        json.dump(report_json(report, client), out, indent=2)
+        out.write("\n")
+        return
+    if args.quiet and report.ok:
+        return
+    dry_run = getattr(args, "dry_run", False)
+    label = "would change" if dry_run else "changed"
+    print(f"{args.command}: {len(ids)} flows", file=out)
+    print("\n".join(summary_lines(report, changed_label=label)), file=out)
+    if dry_run:
+        verb = "activate" if args.state else "deactivate"
+        listed = id_ranges(report.changed, limit=10**9) or "nothing"
+        print(f"  would {verb}: {listed}", file=out)
+    if args.command == "get":
+        for flow_id, flow in report.succeeded.items():
+            print(
+                f"  flow {flow_id}: active={flow.get('active')} name={flow.get('name')!r}",
+                file=out,
+            )
+    elif args.command == "pin" and len(report.succeeded) <= 20:
+        for flow_id, pinned in report.succeeded.items():
+            print(f"  flow {flow_id}: pinned={pinned}", file=out)
 
 
 async def _dispatch(

@@ -249,7 +249,10 @@ async def test_read_back_waits_for_a_dropped_call_to_settle() -> None:
         slept.append(seconds)
 
     async with (
-        serve(flows=100, faults=Faults(seed=1, drop_after=0.5)) as server,
+        serve(
+            flows=100,
+            faults=Faults(seed=1, drop_after=0.5, methods=frozenset({"tasks.flow.Flow.activate"})),
+        ) as server,
         client_for(server, sleep=sleep, timeout=b24.Timeout(settle=2.5)) as client,
     ):
         report = await client.set_active(range(1, 101), False)

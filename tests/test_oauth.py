@@ -125,8 +125,11 @@ async def test_refresh_hanging_fails_every_waiter_and_never_resends() -> None:
                 asyncio.gather(*(client.activate(i) for i in range(1, 11)), return_exceptions=True),
                 timeout=2.5,
             )
-            assert all(isinstance(r, b24.RefreshOutcomeUnknown) for r in results)
-            with pytest.raises(b24.RefreshOutcomeUnknown):
+            # Never sent: the calls raise RefreshFailed (not sent), the cause tells why.
+            assert all(isinstance(r, b24.RefreshFailed) for r in results)
+            assert all(isinstance(r.__cause__, b24.RefreshOutcomeUnknown) for r in results)
+            assert not any(r.may_have_run for r in results)  # type: ignore[union-attr]
+            with pytest.raises(b24.RefreshFailed):
                 await client.activate(11)
         assert server.state.token_requests == 1  # the refresh token went out once
         assert server.state.activations.total() == 0
@@ -140,9 +143,10 @@ async def test_invalid_grant_is_terminal_and_typed() -> None:
             results = await asyncio.gather(
                 *(client.activate(i) for i in range(1, 6)), return_exceptions=True
             )
-            assert all(isinstance(r, b24.RefreshRejected) for r in results)
+            assert all(isinstance(r, b24.RefreshFailed) for r in results)
+            assert all(isinstance(r.__cause__, b24.RefreshRejected) for r in results)
             assert all(r.code == "invalid_grant" for r in results)  # type: ignore[union-attr]
-            with pytest.raises(b24.RefreshRejected):
+            with pytest.raises(b24.RefreshFailed):
                 await client.pin(1)
         assert server.state.token_requests == 1
 
@@ -152,8 +156,9 @@ async def test_invalid_client() -> None:
         tokens = tokens_of(server.state.issue_tokens())
         expire_all(server)
         async with oauth_client(server, tokens, client_secret="wrong-secret") as client:
-            with pytest.raises(b24.RefreshRejected) as info:
+            with pytest.raises(b24.RefreshFailed) as info:
                 await client.activate(1)
+        assert isinstance(info.value.__cause__, b24.RefreshRejected)
         assert info.value.code == "invalid_client" and "wrong-secret" not in str(info.value)
 
 
@@ -278,5 +283,6 @@ async def test_failing_refresher_gives_every_waiter_a_typed_error() -> None:
             results = await asyncio.gather(
                 *(client.activate(i) for i in range(1, 9)), return_exceptions=True
             )
-        assert all(isinstance(r, b24.RefreshRejected) for r in results)
+        assert all(isinstance(r, b24.RefreshFailed) for r in results)
+        assert all(isinstance(r.__cause__, b24.RefreshRejected) for r in results)
         assert calls == 1 and server.state.activations.total() == 0

@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-503", type=float, default=0.0)
     p.add_argument("--hang-after", type=float, default=0.0)
     p.add_argument("--hang-seconds", type=float, default=5.0)
+    p.add_argument(
+        "--drop-then-run",
+        type=float,
+        default=0.0,
+        help="share of requests dropped at once and executed --run-after seconds later",
+    )
+    p.add_argument("--run-after", type=float, default=2.0)
     p.add_argument("--ready-file", help="write the port here once listening (for scripts)")
     return p
 
@@ -52,6 +59,8 @@ def config_from_args(args: argparse.Namespace) -> PortalConfig:
             limit_503=args.limit_503,
             hang_after=args.hang_after,
             hang_seconds=args.hang_seconds,
+            drop_then_run=args.drop_then_run,
+            run_after=args.run_after,
         ),
     )
 

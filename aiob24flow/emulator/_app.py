@@ -10,6 +10,7 @@ injected faults after executing -> ``{"result", "time"}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import re
@@ -350,15 +351,16 @@ async def _rest(request: web.Request) -> web.StreamResponse:
             name = name[: -len(suffix)]
     method = resolve(name)
     state.requests_by_method[method or name] += 1
-    fault = config.faults.draw(method or name)
+    params = await _read_params(request)
+    fault = config.faults.draw(method or name, _command_methods(method, params))
     if fault:
         state.faults_fired[fault] += 1
     if fault == "limit_503":
         return _fail(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
     if fault == "error_before":
         return _fail(500, "INTERNAL_SERVER_ERROR", "Internal server error")
-    params = await _read_params(request)
-    try:
+
+    def execute() -> tuple[Any, dict[str, Any]]:
         caller = _authenticate(portal, request, params)
         if method is None:
             raise _Fail(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
@@ -367,8 +369,25 @@ async def _rest(request: web.Request) -> web.StreamResponse:
             result: Any = portal.run_batch(caller, params)
             time = _time_object(started, state.wall_clock())
             time["operating"] = 0
-        else:
-            result, time = portal.run(caller, method, params)
+            return result, time
+        return portal.run(caller, method, params)
+
+    if fault == "drop_then_run":
+        # The client sees a disconnect now; PHP goes on and executes the request later.
+        state.late_pending += 1
+
+        def late() -> None:
+            state.late_pending -= 1
+            state.late_executed += 1
+            with contextlib.suppress(_Fail):
+                execute()
+
+        asyncio.get_running_loop().call_later(config.faults.run_after, late)
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError
+    try:
+        result, time = execute()
     except _Fail as fail:
         return _answer(fail.status, fail.body)
     if fault == "error_after":
@@ -380,6 +399,22 @@ async def _rest(request: web.Request) -> web.StreamResponse:
     if fault == "hang_after":
         await asyncio.sleep(config.faults.hang_seconds)
     return _answer(200, {"result": result, "time": time})
+
+
+def _command_methods(method: str | None, params: dict[Any, Any]) -> frozenset[str]:
+    """The canonical methods of a batch's commands (for fault filters)."""
+    if method != "batch":
+        return frozenset()
+    cmd = next((v for k, v in params.items() if str(k).upper() == "CMD"), None)
+    if not isinstance(cmd, dict):
+        return frozenset()
+    found = set()
+    for command in cmd.values():
+        if isinstance(command, str):
+            resolved = resolve(command.partition("?")[0])
+            if resolved is not None:
+                found.add(resolved)
+    return frozenset(found)
 
 
 async def _stats(request: web.Request) -> web.StreamResponse:
@@ -394,6 +429,7 @@ async def _stats(request: web.Request) -> web.StreamResponse:
         "faults_fired": dict(state.faults_fired),
         "activations": {str(k): v for k, v in state.activations.items()},
         "pin_calls": {str(k): v for k, v in state.pin_calls.items()},
+        "late_executed": state.late_executed,
         "refreshes": state.refreshes,
         "rejected_refreshes": state.rejected_refreshes,
     }

@@ -26,9 +26,13 @@ class Faults:
     ``error_after``: executed, then HTTP 500;
     ``drop_after``: executed, then the connection is closed with no answer;
     ``hang_after``: executed, then the answer waits ``hang_seconds`` (read timeouts);
-    ``limit_503``: HTTP 503 QUERY_LIMIT_EXCEEDED, nothing executed.
-    ``methods`` limits faults to these REST methods (canonical names, ``batch`` included);
-    None means every method. ``token_faults`` is a queue for the OAuth endpoint, one entry
+    ``limit_503``: HTTP 503 QUERY_LIMIT_EXCEEDED, nothing executed;
+    ``drop_then_run``: the connection is closed with no answer at once, and the request
+    executes ``run_after`` seconds later, as PHP finishes a request whose client went
+    away (protocol.md §10).
+    ``methods`` limits faults to these REST methods (canonical names, ``batch`` included;
+    a batch also matches the methods of its commands); None means every method.
+    ``token_faults`` is a queue for the OAuth endpoint, one entry
     per refresh request: ``"unavailable"`` (503 temporarily_unavailable, not consumed),
     ``"hang"`` (waits ``hang_seconds``, not consumed), ``"invalid_grant"``, ``"error_after"``
     (rotated, then HTTP 500).
@@ -41,6 +45,8 @@ class Faults:
     hang_after: float = 0.0
     hang_seconds: float = 5.0
     limit_503: float = 0.0
+    drop_then_run: float = 0.0
+    run_after: float = 2.0
     methods: frozenset[str] | None = None
     token_faults: list[str] = attrs.field(factory=list)
     _rng: random.Random = attrs.field(init=False, repr=False, eq=False)
@@ -48,11 +54,22 @@ class Faults:
     def __attrs_post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
-    def draw(self, method: str) -> str | None:
-        if self.methods is not None and method not in self.methods:
+    def draw(self, method: str, commands: frozenset[str] = frozenset()) -> str | None:
+        if (
+            self.methods is not None
+            and method not in self.methods
+            and not (commands & self.methods)
+        ):
             return None
         r = self._rng.random()
-        for name in ("limit_503", "error_before", "error_after", "drop_after", "hang_after"):
+        for name in (
+            "limit_503",
+            "error_before",
+            "error_after",
+            "drop_after",
+            "hang_after",
+            "drop_then_run",
+        ):
             p = float(getattr(self, name))
             if r < p:
                 return name
@@ -173,6 +190,8 @@ class PortalState:
         self.refused_503 = 0
         self.refused_429 = 0
         self.faults_fired: collections.Counter[str] = collections.Counter()
+        self.late_pending = 0  # dropped requests that will still execute
+        self.late_executed = 0
         # The leaky bucket.
         self._level = 0.0
         self._level_at = clock()
