@@ -363,8 +363,10 @@ async def converge_pinned(
     """Pin until each flow's answer says ``pinned``.
 
     A lost pin is sent again only once the lost request must have finished (pin state
-    cannot be read, and a late pin would flip the flow back). Each flow is pinned at
-    most ``max_sends + 1`` times: once per lost answer, plus once to correct a state.
+    cannot be read, and a late pin would flip the flow back). A flow whose answer was
+    lost ``max_sends`` times is reported unknown; a lost pin costs up to two more (one to
+    learn the state, one to correct it), so a flow is pinned at most
+    ``2 * max_sends + 1`` times.
     """
     control = Control(len(ids), stop, on_progress)
     succeeded: dict[int, Any] = {}
@@ -376,11 +378,12 @@ async def converge_pinned(
 
     async def run() -> None:
         sends: dict[int, int] = {}
+        losses: dict[int, int] = {}
         pending = list(ids)
         while pending and not control.stopping:
             go = []
             for flow_id in pending:
-                if sends.get(flow_id, 0) > max_sends:
+                if losses.get(flow_id, 0) >= max_sends or sends.get(flow_id, 0) > 2 * max_sends:
                     unknown[flow_id] = lost.get(flow_id) or ServerError(
                         "did not converge", method=PIN
                     )
@@ -407,6 +410,7 @@ async def converge_pinned(
                         again.append(flow_id)
                 elif flow_id in sent.unknown:
                     lost[flow_id] = sent.unknown[flow_id]
+                    losses[flow_id] = losses.get(flow_id, 0) + 1
                     again.append(flow_id)
             control.add(done, len(sent.failed), 0)
             pending = again

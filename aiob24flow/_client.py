@@ -716,8 +716,9 @@ class FlowClient:
 
         Pin state cannot be read, but each pin answers the new state: pin, look at the
         answer, and pin again where it is not the desired one (or the answer was lost,
-        once the lost request must have finished). Each flow is pinned at most
-        ``max_rounds + 1`` times.
+        once the lost request must have finished). A flow whose answer was lost
+        ``max_rounds`` times is reported unknown; each flow is pinned at most
+        ``2 * max_rounds + 1`` times.
         """
         flow_ids = check_flow_ids(ids)
         check_bool(pinned, "pinned")

@@ -152,8 +152,7 @@ class _Claim:
         """Called right before the request leaves (and before every re-send)."""
         job = self.job
         if job.control.stopping:
-            error = job.control.halted
-            raise error if isinstance(error, ClientClosed) else job.stopped_error()
+            raise job.stopped_error()
         if self.ids is None:
             self.ids = job.claim()
             self.keys = [str(i) for i in self.ids]
@@ -190,28 +189,16 @@ class Job:
         self._intents = 0  # workers that will claim once admitted
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
-        self._stopped: Stopped | None = None
 
     # -- control ------------------------------------------------------------------------
 
-    def stopped_error(self) -> Stopped:
-        if self._stopped is None:
-            unsent = self.control.unsent_error()
-            if isinstance(unsent, Stopped):
-                self._stopped = unsent
-            else:
-                self._stopped = Stopped("not sent: the client was closed")
-                self._stopped.__cause__ = unsent
-        return self._stopped
+    def stopped_error(self) -> B24Error:
+        return self.control.unsent_error()
 
     def interrupt(self) -> None:
         control = self.control
 
-        def reason() -> BaseException:
-            halted = control.halted
-            return halted if isinstance(halted, ClientClosed) else self.stopped_error()
-
-        self.client._core.interrupts.interrupt(reason, self._tasks)
+        self.client._core.interrupts.interrupt(control.unsent_error, self._tasks)
         self._notify()
 
     def _notify(self) -> None:

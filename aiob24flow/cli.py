@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from ._argtypes import OneLineParser, count, positive
 from ._auth import DEFAULT_TOKEN_URL, OAuthTokens
 from ._bulk import BulkReport, Progress
 from ._client import FlowClient
@@ -430,7 +431,7 @@ async def _dispatch(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     auth = common.add_argument_group("credentials")
     auth.add_argument(
         "--webhook", metavar="URL", help="inbound webhook URL (default: $B24_WEBHOOK_URL)"
@@ -448,8 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="standard",
         help="rate-limit preset (default: standard, 50 + 2/s)",
     )
-    pace.add_argument("--burst", type=float, help="override the preset's burst")
-    pace.add_argument("--per-second", type=float, help="override the preset's leak rate")
+    pace.add_argument("--burst", type=positive, help="override the preset's burst")
+    pace.add_argument("--per-second", type=positive, help="override the preset's leak rate")
     pace.add_argument(
         "--redis",
         metavar="URL",
@@ -457,7 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(pip install 'aiob24flow[redis]')",
     )
     pace.add_argument(
-        "--concurrency", type=int, default=50, help="batch requests in flight at most (default 50)"
+        "--concurrency",
+        type=count(1, 10_000),
+        default=50,
+        help="batch requests in flight at most (default 50)",
     )
     out = common.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print a machine-readable report")
@@ -469,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="log requests (-v INFO, -vv DEBUG), secrets redacted",
     )
-    ids = argparse.ArgumentParser(add_help=False)
+    ids = OneLineParser(add_help=False)
     ids.add_argument(
         "ids", nargs="*", metavar="ID", help="flow ids: 517, ranges 100-250, or - to read stdin"
     )
@@ -481,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="read flow ids from a file (whitespace or comma separated)",
     )
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="aiob24flow",
         description="Toggle Bitrix24 flows (tasks.flow.Flow.activate / pin) exactly once.",
     )
@@ -505,9 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
     sub.add_parser("get", parents=[common, ids], help="read flows (active state, name)")
     p = sub.add_parser("demo", help="run a bulk job against a built-in emulated portal")
-    p.add_argument("--flows", type=int, default=600)
+    p.add_argument(
+        "--flows", type=count(1, 1_000_000), default=600, help="flows in the emulated portal"
+    )
     p.add_argument("--no-faults", action="store_true", help="no injected faults")
-    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--seed", type=count(0), default=2026, help="seed for states and faults")
     sub.add_parser("emulator", help="serve an emulated portal (see --help)", add_help=False)
     return parser
 

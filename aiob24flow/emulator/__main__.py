@@ -8,36 +8,47 @@ import contextlib
 import os
 import sys
 
+from .._argtypes import OneLineParser, count, fraction, non_negative, port, positive
 from . import EmulatorServer, Faults, Portal, PortalConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m aiob24flow.emulator",
+    p = OneLineParser(
+        prog="aiob24flow emulator",
         description="Serve an emulated Bitrix24 portal on loopback.",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--flows", type=int, default=1000)
-    p.add_argument("--burst", type=float, default=50.0)
-    p.add_argument("--leak", type=float, default=2.0, help="requests per second; 0 = no limit")
-    p.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
-    p.add_argument("--active-ratio", type=float, default=1.0)
-    p.add_argument("--token-lifetime", type=float, default=3600.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--error-before", type=float, default=0.0)
-    p.add_argument("--error-after", type=float, default=0.0)
-    p.add_argument("--drop-after", type=float, default=0.0)
-    p.add_argument("--limit-503", type=float, default=0.0)
-    p.add_argument("--hang-after", type=float, default=0.0)
-    p.add_argument("--hang-seconds", type=float, default=5.0)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    p.add_argument("--port", type=port, default=8080, help="TCP port (0: any free one)")
+    p.add_argument("--flows", type=count(0), default=1000, help="flows with ids 1..N")
+    p.add_argument("--burst", type=positive, default=50.0, help="rate-limit bucket size")
+    p.add_argument(
+        "--leak", type=non_negative, default=2.0, help="requests per second; 0 = no limit"
+    )
+    p.add_argument(
+        "--latency", type=non_negative, default=0.0, help="seconds added to each request"
+    )
+    p.add_argument(
+        "--active-ratio", type=fraction, default=1.0, help="share of flows active at start"
+    )
+    p.add_argument(
+        "--token-lifetime", type=positive, default=3600.0, help="access-token life, seconds"
+    )
+    p.add_argument("--seed", type=count(0), default=0, help="seed for states and faults")
+    p.add_argument("--error-before", type=fraction, default=0.0, help="share answered 500, not run")
+    p.add_argument("--error-after", type=fraction, default=0.0, help="share run, then answered 500")
+    p.add_argument("--drop-after", type=fraction, default=0.0, help="share run, then disconnected")
+    p.add_argument(
+        "--limit-503", type=fraction, default=0.0, help="share refused with 503, not run"
+    )
+    p.add_argument("--hang-after", type=fraction, default=0.0, help="share run, then answered late")
+    p.add_argument("--hang-seconds", type=non_negative, default=5.0, help="delay for --hang-after")
     p.add_argument(
         "--drop-then-run",
-        type=float,
+        type=fraction,
         default=0.0,
         help="share of requests dropped at once and executed --run-after seconds later",
     )
-    p.add_argument("--run-after", type=float, default=2.0)
+    p.add_argument("--run-after", type=non_negative, default=2.0, help="delay for --drop-then-run")
     p.add_argument("--ready-file", help="write the port here once listening (for scripts)")
     return p
 
@@ -67,7 +78,13 @@ def config_from_args(args: argparse.Namespace) -> PortalConfig:
 
 async def serve(args: argparse.Namespace) -> None:
     server = EmulatorServer(Portal(config_from_args(args)), args.host, args.port)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        raise SystemExit(
+            f"aiob24flow emulator: error: cannot listen on {args.host}:{args.port}: "
+            f"{exc.strerror or exc}"
+        ) from None
     print(f"emulated portal on {server.base_url} ({args.flows} flows)", flush=True)
     # The emulator's own fixed test credentials, printed so a person can connect.
     print(f"  webhook (admin): {server.webhook_url(1)}", flush=True)

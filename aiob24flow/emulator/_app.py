@@ -459,4 +459,10 @@ async def _token_endpoint(request: web.Request) -> web.StreamResponse:
     )
     if fault == "error_after":
         return _fail(500, "server_error", "Internal server error")
+    if fault == "no_refresh_token" and status == 200:
+        body = {k: v for k, v in body.items() if k != "refresh_token"}
+    if fault == "echo":
+        # A server that echoes the grant in its error text (secrets must not leak).
+        token = str(params.get("refresh_token", ""))
+        return _fail(400, "invalid_grant", f"Refresh token {token} is invalid")
     return _answer(status, body)

@@ -35,7 +35,8 @@ class Faults:
     ``token_faults`` is a queue for the OAuth endpoint, one entry
     per refresh request: ``"unavailable"`` (503 temporarily_unavailable, not consumed),
     ``"hang"`` (waits ``hang_seconds``, not consumed), ``"invalid_grant"``, ``"error_after"``
-    (rotated, then HTTP 500).
+    (rotated, then HTTP 500), ``"no_refresh_token"`` (rotated, then a 200 answer without
+    ``refresh_token``), ``"echo"`` (rotated, then a 400 whose text repeats the token).
     """
 
     seed: int = 0
