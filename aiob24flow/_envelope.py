@@ -32,7 +32,7 @@ def parse_response(raw: RawResponse, method: str) -> Envelope:
         error = body.get("error")
         # {"result": ..., "error": null} is a success; the legacy "HTTP 200 with error"
         # form is an error.
-        if error not in (None, "") or ("error" in body and "result" not in body):
+        if error not in (None, ""):
             raise error_from_envelope(body, status=raw.status, method=method)
         if raw.status == 200 and "result" in body:
             time = body.get("time")

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from ._argtypes import OneLineParser, count, positive
+from ._argtypes import OneLineParser, count, non_negative, positive
 from ._auth import DEFAULT_TOKEN_URL, OAuthTokens
 from ._bulk import BulkReport, Progress
 from ._client import FlowClient
@@ -193,7 +193,7 @@ def _rate_limit(args: argparse.Namespace) -> RateLimit:
         return RateLimit(
             burst=args.burst if args.burst is not None else limit.burst,
             per_second=args.per_second if args.per_second is not None else limit.per_second,
-            headroom=limit.headroom,
+            headroom=args.headroom if args.headroom is not None else limit.headroom,
             backend=backend,
         )
     except ValueError as exc:
@@ -451,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pace.add_argument("--burst", type=positive, help="override the preset's burst")
     pace.add_argument("--per-second", type=positive, help="override the preset's leak rate")
+    pace.add_argument(
+        "--headroom",
+        type=non_negative,
+        metavar="SLOTS",
+        help="request slots kept free below the burst, to absorb arrival jitter "
+        "(default: 50 ms worth, at least 0.5)",
+    )
     pace.add_argument(
         "--redis",
         metavar="URL",
