@@ -240,11 +240,8 @@ async def converge_active(
         await _settle(client, errors)
         pending = list(lost)
         wrong: dict[int, bool] = {}
-        done_by = _wait_until(errors, limit)
-        trusted = False  # a read is trusted once every lost request must be done
+        waited = False  # once slept until the lost requests must be done, reads are proof
         while pending and not control.stopping:
-            if done_by is not None and asyncio.get_running_loop().time() >= done_by:
-                trusted = True
             reread = await _read_active(client, pending, control)
             for flow_id in (*reread.failed, *reread.unknown):
                 unknown[flow_id] = lost[flow_id]
@@ -256,15 +253,15 @@ async def converge_active(
                     succeeded[flow_id] = value(flow_id)
                     changed.add(flow_id)
                     settled += 1
-                elif done_by is not None and not trusted:
-                    later.append(flow_id)  # the lost request may still run: wait for it
+                elif not waited and _wait_until([lost[flow_id]], limit) is not None:
+                    later.append(flow_id)  # its lost request may still run: wait for it
                 else:
                     wrong[flow_id] = state
             control.add(settled, 0, len(reread.failed) + len(reread.unknown))
             pending = later
             if pending:
-                await _sleep_until(client, done_by)
-                trusted = True
+                await _sleep_until(client, _wait_until([lost[i] for i in pending], limit))
+                waited = True
         for flow_id in pending:  # stopped while waiting for the portal
             unknown[flow_id] = lost[flow_id]
         return wrong
