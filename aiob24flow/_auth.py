@@ -166,11 +166,13 @@ class OAuthTokens:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OAuthTokens:
+        """Tokens from ``to_json`` output (unknown keys are ignored)."""
         names = {a.name for a in attrs.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod
     def from_token_response(cls, body: dict[str, Any], now: float) -> OAuthTokens:
+        """Tokens from an OAuth server answer received at unix time ``now``."""
         # expires_in is relative: immune to clock skew and to ``expires`` being whole seconds.
         expires_in = body.get("expires_in")
         expires = body.get("expires")

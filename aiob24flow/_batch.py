@@ -136,6 +136,7 @@ class BatchResult:
 
     @property
     def ok(self) -> bool:
+        """True when every command succeeded."""
         return not self.errors and not self.not_run
 
     def __getitem__(self, key: Any) -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
@@ -31,8 +31,11 @@ if TYPE_CHECKING:
 __all__ = ["BulkReport", "Progress"]
 
 
+T = TypeVar("T")
+
+
 @attrs.frozen
-class BulkReport:
+class BulkReport(Generic[T]):
     """What happened to every flow of a bulk operation; each id is in exactly one map.
 
     - ``succeeded``: id -> the portal's result (activate: True; pin: the new pinned state;
@@ -46,19 +49,21 @@ class BulkReport:
     ``dry_run``: the ones it would change). All maps keep the input order.
     """
 
-    succeeded: dict[int, Any]
+    succeeded: dict[int, T]
     failed: dict[int, B24Error]
     unknown: dict[int, B24Error]
     changed: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
+        """True when every flow succeeded."""
         return not self.failed and not self.unknown
 
     def __len__(self) -> int:
         return len(self.succeeded) + len(self.failed) + len(self.unknown)
 
     def summary(self) -> dict[str, int]:
+        """Counts: total, succeeded, changed, failed, unknown."""
         return {
             "total": len(self),
             "succeeded": len(self.succeeded),
@@ -98,7 +103,7 @@ def _report(
     unknown: dict[int, B24Error],
     changed: set[int] | None = None,
     control: Control | None = None,
-) -> BulkReport:
+) -> BulkReport[Any]:
     """Put every id in exactly one map, in input order (first map that has it wins).
 
     A flow in none of them was never sent (the job ended first): ``failed``.
@@ -148,13 +153,13 @@ async def toggle_many(
     ids: Sequence[int],
     on_progress: ProgressCallback | None,
     stop: asyncio.Event | None,
-) -> BulkReport:
+) -> BulkReport[Any]:
     control = Control(len(ids), stop, on_progress)
     job = await _run(client, method, ids, control)
     return _report(ids, job.ok, job.failed, job.unknown, control=control)
 
 
-async def read_flows(client: FlowClient, ids: Sequence[int]) -> BulkReport:
+async def read_flows(client: FlowClient, ids: Sequence[int]) -> BulkReport[Any]:
     control = Control(len(ids))
     job = await _run(client, GET, ids, control, repeatable=True)
     return _report(ids, job.ok, job.failed, job.unknown, control=control)
@@ -219,7 +224,7 @@ async def converge_active(
     dry_run: bool = False,
     result_value: Callable[[int], Any] | None = None,
     states: dict[int, bool] | None = None,
-) -> BulkReport:
+) -> BulkReport[Any]:
     """Bring each flow's ``active`` to ``desired[id]``: read, toggle what differs, and
     after lost answers read again and toggle only what is still wrong.
 
@@ -325,7 +330,7 @@ async def toggle_verified(
     ids: Sequence[int],
     on_progress: ProgressCallback | None,
     stop: asyncio.Event | None,
-) -> BulkReport:
+) -> BulkReport[Any]:
     """``activate_many(verify=True)``: toggle each flow exactly once, settled by read-back."""
     control = Control(len(ids), stop, on_progress)
     snapshot = await _guarded(control, lambda: _read_active(client, ids, control))
@@ -356,7 +361,7 @@ async def converge_pinned(
     max_sends: int,
     on_progress: ProgressCallback | None,
     stop: asyncio.Event | None,
-) -> BulkReport:
+) -> BulkReport[Any]:
     """Pin until each flow's answer says ``pinned``.
 
     A lost pin is sent again only once the lost request must have finished (pin state

@@ -18,7 +18,7 @@ import logging
 import time as _time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 import aiohttp
 import attrs
@@ -59,12 +59,14 @@ from ._stats import Stats
 from ._transport import DEFAULT_MAX_RESPONSE, AiohttpTransport, Timeout, Transport
 from ._validate import check_bool, check_flow_id, check_flow_ids, check_method, check_number
 
-__all__ = ["ACTIVATE", "GET", "PIN", "FlowClient"]
+__all__ = ["ACTIVATE", "GET", "JSON", "PIN", "FlowClient"]
 
 logger = logging.getLogger("aiob24flow")
 
 
 Sleep = Callable[[float], Awaitable[None]]
+#: A decoded JSON value, as ``call`` returns it.
+JSON = Union[dict[str, "JSON"], list["JSON"], str, int, float, bool, None]  # noqa: UP007
 ProgressCallback = Callable[[Progress], None]
 
 
@@ -410,6 +412,7 @@ class FlowClient:
 
     @property
     def concurrency(self) -> int:
+        """Batch requests a bulk job keeps in flight at most."""
         return self._options.concurrency
 
     # -- the send pipeline --------------------------------------------------------------
@@ -550,7 +553,7 @@ class FlowClient:
 
     # -- single calls -------------------------------------------------------------------
 
-    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> JSON:
         """Call any REST method; return its ``result`` or raise its typed error.
 
         The method name is sent exactly as written (``tasks.flow.Flow.*`` needs the
@@ -560,7 +563,8 @@ class FlowClient:
         if params is not None and not isinstance(params, Mapping):
             raise TypeError("params must be a mapping or None")
         envelope = await self._request(method, _Fixed(_encode(dict(params or {}))), (method,))
-        return envelope.result
+        result: JSON = envelope.result
+        return result
 
     async def activate(self, flow_id: int) -> bool:
         """Toggle a flow's active state (the portal answers True: it toggled).
@@ -569,7 +573,7 @@ class FlowClient:
         ``ServerError`` (``may_have_run``) and is never re-sent blindly.
         """
         check_flow_id(flow_id)
-        return bool(await self.call(ACTIVATE, {"flowId": flow_id}))
+        return bool(await self.call(ACTIVATE, {"flowId": flow_id}))  # the portal says True
 
     async def pin(self, flow_id: int) -> bool:
         """Toggle the flow's pin for the calling user; return the new pinned state."""
@@ -580,7 +584,7 @@ class FlowClient:
         """``tasks.flow.Flow.get``: the flow as a dict (``active`` tells its state)."""
         check_flow_id(flow_id)
         result = await self.call(GET, {"flowId": flow_id})
-        return result if isinstance(result, dict) else {}
+        return dict(result) if isinstance(result, dict) else {}
 
     async def batch(self, commands: Commands, *, halt: bool = False) -> BatchResult:
         """Send up to 50 commands in one ``batch`` request.
@@ -639,7 +643,7 @@ class FlowClient:
         verify: bool = False,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
-    ) -> _bulk.BulkReport:
+    ) -> _bulk.BulkReport[bool]:
         """Toggle every flow in ``ids`` once, 50 per batch, at the limiter's pace.
 
         Returns a ``BulkReport``: ``succeeded`` (id -> True), ``failed`` (id -> error; the
@@ -661,13 +665,13 @@ class FlowClient:
         *,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
-    ) -> _bulk.BulkReport:
+    ) -> _bulk.BulkReport[bool]:
         """Toggle the pin of every flow in ``ids`` once; ``succeeded`` holds the new states."""
         flow_ids = check_flow_ids(ids)
         _check_controls(on_progress, stop)
         return await _bulk.toggle_many(self, PIN, flow_ids, on_progress, stop)
 
-    async def get_many(self, ids: Iterable[int]) -> _bulk.BulkReport:
+    async def get_many(self, ids: Iterable[int]) -> _bulk.BulkReport[dict[str, Any]]:
         """Read many flows (``succeeded``: id -> the flow dict). Safe to repeat."""
         flow_ids = check_flow_ids(ids)
         return await _bulk.read_flows(self, flow_ids)
@@ -681,7 +685,7 @@ class FlowClient:
         dry_run: bool = False,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
-    ) -> _bulk.BulkReport:
+    ) -> _bulk.BulkReport[bool]:
         """Make every flow in ``ids`` active (True) or inactive (False).
 
         Reads the states, toggles only what differs, and after any lost answer reads again
@@ -711,7 +715,7 @@ class FlowClient:
         max_rounds: int = 5,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
-    ) -> _bulk.BulkReport:
+    ) -> _bulk.BulkReport[bool]:
         """Make every flow in ``ids`` pinned (True) or unpinned for the calling user.
 
         Pin state cannot be read, but each pin answers the new state: pin, look at the

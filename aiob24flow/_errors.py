@@ -43,7 +43,10 @@ Errors are mapped by the portal's error code first, then by HTTP status
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ._bulk import BulkReport
 
 __all__ = [
     "AccessDenied",
@@ -266,9 +269,11 @@ class BulkAborted(B24Error):
     every flow (the unsent ones ``failed`` with ``Stopped``) and ``__cause__`` is the
     original exception."""
 
-    def __init__(self, description: str = "", *, report: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, description: str = "", *, report: BulkReport[Any] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(description, **kwargs)
-        self.report = report
+        self.report: BulkReport[Any] | None = report
 
 
 _BY_CODE: dict[str, type[PortalError]] = {

@@ -150,6 +150,7 @@ class LeakyBucket:
         return wait
 
     async def acquire(self) -> float:
+        """Reserve a slot and sleep until it starts; return the seconds waited."""
         wait = self.reserve()
         if wait > 0:
             try:
@@ -168,6 +169,7 @@ class LeakyBucket:
         self._level = max(0.0, self._level - 1.0)
 
     async def refused(self) -> None:
+        """The portal answered 503: treat its bucket as full."""
         # The portal says its counter is at the burst: nothing may start before it drains
         # by one request, and every later reservation queues behind that.
         self._drain()

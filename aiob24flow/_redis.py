@@ -125,15 +125,19 @@ class RedisLimiter:
             ) from None
 
     def limiter_for(self, origin: str, rate_limit: RateLimit) -> RedisBucket:
+        """The shared bucket of one portal (used by ``FlowClient``)."""
         return RedisBucket(self, origin, rate_limit)
 
     def budget_for(self, origin: str, sleep: Sleep | None = None) -> RedisOperatingBudget:
+        """The shared operating budget of one portal (used by ``FlowClient``)."""
         return RedisOperatingBudget(self, origin, limit=self.operating_limit, sleep=sleep)
 
     async def run_script(self, key: str, args: list[Any]) -> float:
+        """Run the bucket script on ``key``; return the seconds to wait."""
         return float(await self._script(keys=[key], args=args))
 
     async def aclose(self) -> None:
+        """Close the Redis connection pool."""
         await self._redis.aclose()
 
 

@@ -60,6 +60,7 @@ class RetryPolicy:
 
     @classmethod
     def never(cls) -> RetryPolicy:
+        """One attempt: nothing is retried."""
         return cls(attempts=1)
 
 

@@ -28,4 +28,5 @@ class Stats:
     unknown_outcomes: int = 0
 
     def copy(self) -> Stats:
+        """A snapshot that later traffic does not change."""
         return attrs.evolve(self)

@@ -25,10 +25,18 @@ from ._argtypes import OneLineParser, count, non_negative, positive
 from ._auth import DEFAULT_TOKEN_URL, OAuthTokens
 from ._bulk import BulkReport, Progress
 from ._client import FlowClient
-from ._errors import B24Error
+from ._errors import (
+    AuthError,
+    B24Error,
+    MethodNotFound,
+    RefreshFailed,
+    Unreachable,
+    is_systemic,
+)
 from ._limiter import RateLimit
 from ._redact import redact
 from ._validate import MAX_FLOW_ID
+from ._version import __version__
 
 __all__ = ["main", "parse_ids"]
 
@@ -74,26 +82,78 @@ def _expand(token: str) -> Iterator[int]:
 def parse_ids(
     tokens: Sequence[str], files: Sequence[str], stdin: TextIO | None = None
 ) -> list[int]:
-    """Flow ids from arguments (``5``, ``100-250``, ``-`` for stdin) and files, in order,
-    duplicates dropped."""
+    """Flow ids from arguments (``5``, ``100-250``, ``-`` for stdin) and files (``-`` for
+    stdin), in order, duplicates dropped.
+
+    Files (and stdin) hold ids separated by white space or commas; blank lines and ``#``
+    comments are skipped, and a first line that is not ids is a header. A CSV header with
+    several columns picks the column named ``id`` (any case; else the first).
+    """
     texts: list[str] = []
+    stdin_read = False
+
+    def read_stdin() -> str:
+        nonlocal stdin_read
+        if stdin_read:
+            raise UsageError("standard input can be read only once (- given twice)")
+        stdin_read = True
+        try:
+            return (stdin or sys.stdin).read()
+        except UnicodeDecodeError:
+            raise UsageError("cannot read standard input: not UTF-8 text") from None
+
     for token in tokens:
         if token == "-":
-            texts.extend((stdin or sys.stdin).read().replace(",", " ").split())
+            texts.extend(_id_lines(read_stdin(), "standard input"))
         else:
             texts.extend(token.replace(",", " ").split())
     for path in files:
+        if path == "-":
+            texts.extend(_id_lines(read_stdin(), "standard input"))
+            continue
         try:
             with open(path, encoding="utf-8") as fh:
-                texts.extend(fh.read().replace(",", " ").split())
+                content = fh.read()
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise UsageError(f"cannot read {path}: not UTF-8 text") from None
+        texts.extend(_id_lines(content, path))
     ids = list(dict.fromkeys(flow_id for text in texts for flow_id in _expand(text)))
     if not ids:
         raise UsageError("no flow ids given (arguments, --ids-file or - for stdin)")
     return ids
+
+
+def _looks_like_ids(line: str) -> bool:
+    first = line.replace(",", " ").split()[0]
+    return bool(re.fullmatch(r"[0-9]+(-[0-9]+)?", first))
+
+
+def _id_lines(content: str, where: str) -> list[str]:
+    """The id tokens of a file: comments, blank lines and one header line dropped."""
+    tokens: list[str] = []
+    column: int | None = None
+    seen_content = False
+    for number, raw in enumerate(content.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if not seen_content:
+            seen_content = True
+            if not _looks_like_ids(line):  # a header line
+                cells = [c.strip().strip('"').lower() for c in line.split(",")]
+                if len(cells) > 1:
+                    column = cells.index("id") if "id" in cells else 0
+                continue
+        if column is not None:
+            cells = line.split(",")
+            if column >= len(cells):
+                raise UsageError(f"{where}: line {number} has no column {column + 1}")
+            tokens.append(cells[column].strip().strip('"'))
+        else:
+            tokens.extend(line.replace(",", " ").split())
+    return tokens
 
 
 # -- credentials ----------------------------------------------------------------------------
@@ -226,18 +286,68 @@ def make_client(args: argparse.Namespace, store: TokenFile | None = None) -> Flo
 
 
 def _error_json(error: BaseException) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": type(error).__name__, "description": redact(str(error))}
     if isinstance(error, B24Error):
-        return {
+        out = {
             "type": type(error).__name__,
             "code": error.code,
             "description": redact(error.description),
             "status": error.status,
+            "may_have_run": error.may_have_run,
         }
-    return {"type": type(error).__name__, "description": redact(str(error))}
+        cause = error.__cause__
+        if cause is not None:
+            out["cause"] = {"type": type(cause).__name__, "description": _describe(cause)}
+    return out
 
 
-def report_json(report: BulkReport, client: FlowClient | None = None) -> dict[str, Any]:
+def _describe(error: BaseException) -> str:
+    if isinstance(error, B24Error):
+        return redact(error.description or error.code)
+    return redact(str(error))
+
+
+def systemic_cause(report: BulkReport[Any]) -> B24Error | None:
+    """The error that ended the job for every flow, if one did."""
+    for error in report.failed.values():
+        for candidate in (error, error.__cause__):
+            if isinstance(candidate, B24Error) and is_systemic(candidate):
+                return candidate
+    return None
+
+
+def systemic_line(error: B24Error) -> str:
+    """One clear line for an error that every flow would meet."""
+    root = error.__cause__ if isinstance(error, RefreshFailed) else error
+    text = redact(f"{type(root).__name__}: {_describe(root) if root else ''}")
+    if isinstance(error, (AuthError,)):
+        return f"the portal refused the credentials: {text}"
+    if isinstance(error, MethodNotFound):
+        return f"the portal does not know the method: {text}"
+    if isinstance(error, Unreachable):
+        return f"cannot reach the portal: {text}"
+    if isinstance(error, RefreshFailed):
+        return f"no valid OAuth token (the refresh failed): {text}"
+    return f"the job ended: {text}"
+
+
+JSON_SCHEMA = 1  # bump on any incompatible change of report_json (and say so in CHANGELOG)
+
+
+def report_json(
+    report: BulkReport[Any],
+    client: FlowClient | None = None,
+    *,
+    command: str = "",
+    dry_run: bool = False,
+    interrupted: bool = False,
+) -> dict[str, Any]:
+    """The ``--json`` document; README's "JSON output" section describes every field."""
     out: dict[str, Any] = {
+        "schema": JSON_SCHEMA,
+        "command": command,
+        "dry_run": dry_run,
+        "interrupted": interrupted,
         "summary": report.summary(),
         "succeeded": {str(k): v for k, v in report.succeeded.items()},
         "changed": list(report.changed),
@@ -271,7 +381,7 @@ def id_ranges(ids: Sequence[int], limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 4].rsplit(" ", 1)[0] + " ..."
 
 
-def summary_lines(report: BulkReport, *, changed_label: str = "changed") -> list[str]:
+def summary_lines(report: BulkReport[Any], *, changed_label: str = "changed") -> list[str]:
     s = report.summary()
     lines = [f"  {'total':<12} {s['total']:>7}", f"  {'succeeded':<12} {s['succeeded']:>7}"]
     if report.changed or changed_label != "changed":
@@ -353,7 +463,14 @@ async def _run_bulk(args: argparse.Namespace, out: TextIO) -> int:
         async with client:
             with _ProgressBar(show_bar, len(ids), args.command) as on_progress:
                 report = await _dispatch(client, args, ids, on_progress, stop)
-            _print_report(args, ids, report, client, out)
+            try:
+                _print_report(args, ids, report, client, out, interrupted=interrupted)
+                out.flush()
+            except BrokenPipeError:
+                # The reader went away (``| head``): not an error of the job. Keep Python
+                # from complaining again when it flushes stdout at exit.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
     finally:
@@ -369,18 +486,30 @@ async def _run_bulk(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_INCOMPLETE
     if interrupted:
         return EXIT_INTERRUPTED
+    cause = systemic_cause(report)
+    if cause is not None:
+        print(f"aiob24flow: {systemic_line(cause)}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_INCOMPLETE
 
 
 def _print_report(
     args: argparse.Namespace,
     ids: list[int],
-    report: BulkReport,
+    report: BulkReport[Any],
     client: FlowClient,
     out: TextIO,
+    *,
+    interrupted: bool = False,
 ) -> None:
     if args.json:
-        json.dump(report_json(report, client), out, indent=2)
+        document = report_json(
+            report,
+            client,
+            command=args.command,
+            dry_run=getattr(args, "dry_run", False),
+            interrupted=interrupted,
+        )
+        json.dump(document, out, indent=2)
         out.write("\n")
         return
     if args.quiet and report.ok:
@@ -410,7 +539,7 @@ async def _dispatch(
     ids: list[int],
     on_progress: Callable[[Progress], None] | None,
     stop: asyncio.Event,
-) -> BulkReport:
+) -> BulkReport[Any]:
     if args.command == "activate":
         return await client.activate_many(
             ids, verify=args.verify, on_progress=on_progress, stop=stop
@@ -422,8 +551,6 @@ async def _dispatch(
             ids, args.state, dry_run=args.dry_run, on_progress=on_progress, stop=stop
         )
     if args.command == "set-pinned":
-        if args.dry_run:
-            raise UsageError("set-pinned --dry-run is impossible: pin state cannot be read")
         return await client.set_pinned(ids, args.state, on_progress=on_progress, stop=stop)
     if args.command == "get":
         return await client.get_many(ids)
@@ -489,12 +616,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FILE",
-        help="read flow ids from a file (whitespace or comma separated)",
+        help="read flow ids from a file, - for stdin (white space or commas; blank "
+        "lines, # comments and one header line are skipped)",
     )
 
     parser = OneLineParser(
         prog="aiob24flow",
         description="Toggle Bitrix24 flows (tasks.flow.Flow.activate / pin) exactly once.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("activate", parents=[common, ids], help="toggle each flow's active state")
@@ -507,13 +638,22 @@ def build_parser() -> argparse.ArgumentParser:
     for name, noun in (("set-active", "active"), ("set-pinned", "pinned")):
         p = sub.add_parser(name, parents=[common, ids], help=f"make flows {noun} or not")
         group = p.add_mutually_exclusive_group(required=True)
-        group.add_argument("--on", dest="state", action="store_const", const=True)
-        group.add_argument("--off", dest="state", action="store_const", const=False)
-        p.add_argument(
-            "--dry-run",
-            action="store_true",
-            help="read states and print what would change; toggle nothing",
+        group.add_argument(
+            "--on", dest="state", action="store_const", const=True, help=f"make them {noun}"
         )
+        group.add_argument(
+            "--off",
+            dest="state",
+            action="store_const",
+            const=False,
+            help=f"make them not {noun}",
+        )
+        if name == "set-active":  # pin state cannot be read: no dry run for pins
+            p.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="read states and print what would change; toggle nothing",
+            )
     sub.add_parser("get", parents=[common, ids], help="read flows (active state, name)")
     p = sub.add_parser("demo", help="run a bulk job against a built-in emulated portal")
     p.add_argument(
@@ -557,11 +697,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("aiob24flow: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader went away (``| head``): say nothing more, and keep Python from
-        # complaining again when it flushes stdout at exit.
+        # The reader went away before the job ended: say nothing more.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_INCOMPLETE
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -130,7 +130,7 @@ async def test_set_pinned_and_get() -> None:
         (["activate", "5-2"], "bad flow id range"),
         (["activate", "0"], "bad flow id '0'"),
         (["activate"], "no flow ids"),
-        (["set-pinned", "--on", "--dry-run", "1"], "pin state cannot be read"),
+        (["set-pinned", "--on", "--dry-run", "1"], "unrecognized arguments: --dry-run"),
         (["activate", "1", "--webhook", "http://portal.example.com/rest/1/SECRETCODE/"], "http://"),
     ],
 )
