@@ -47,7 +47,8 @@ logger = logging.getLogger("aiob24flow")
 DEFAULT_TOKEN_URL = "https://oauth.bitrix.info/oauth/token/"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """localhost, *.localhost, 127.0.0.0/8 or ::1."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
@@ -63,7 +64,7 @@ def check_base_url(url: object, name: str) -> tuple[str, str, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError(f"{name} must be an https:// URL")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError(f"{name}: plain http:// is allowed only for loopback hosts; use https://")
     if parts.query or parts.fragment:
         raise ValueError(f"{name} must not carry a query or fragment")

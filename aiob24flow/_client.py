@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl as ssl_
 import time as _time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Union
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -33,6 +36,7 @@ from ._auth import (
     OnRefresh,
     Refresher,
     WebhookAuth,
+    is_loopback,
 )
 from ._batch import BatchResult, Commands, normalize_commands, parse_batch
 from ._control import Interrupts
@@ -56,7 +60,7 @@ from ._redact import redact
 from ._redis import RedisBucket
 from ._retry import RetryPolicy, retrying, should_retry
 from ._stats import Stats
-from ._transport import DEFAULT_MAX_RESPONSE, AiohttpTransport, Timeout, Transport
+from ._transport import DEFAULT_MAX_RESPONSE, AiohttpTransport, RawResponse, Timeout, Transport
 from ._validate import check_bool, check_flow_id, check_flow_ids, check_method, check_number
 
 __all__ = ["ACTIVATE", "GET", "JSON", "PIN", "FlowClient"]
@@ -195,6 +199,9 @@ class FlowClient:
         operating_limit: float,
         sleep: Sleep | None,
         max_response_size: int = DEFAULT_MAX_RESPONSE,
+        ssl: SSLOption = None,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> FlowClient:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise TypeError("session must be an aiohttp.ClientSession")
@@ -213,11 +220,25 @@ class FlowClient:
         if sleep is not None and not callable(sleep):
             raise TypeError("sleep must be an async callable")
         real_sleep: Sleep = sleep or asyncio.sleep
-        tx: AiohttpTransport | Transport = transport or AiohttpTransport(
-            session, connections=concurrency, max_response=max_response_size
-        )
+        check_bool(trust_env, "trust_env")
         options = _Options(retry or RetryPolicy(), timeout or Timeout(), concurrency)
-        auth = make_auth(tx, options.timeout, real_sleep)
+        # A throwaway transport lets make_auth validate the URL before ssl= is judged.
+        tx: AiohttpTransport | Transport
+        if transport is not None:
+            tx = transport
+            auth = make_auth(tx, options.timeout, real_sleep)
+        else:
+            holder = _LateTransport()
+            auth = make_auth(holder, options.timeout, real_sleep)
+            tx = AiohttpTransport(
+                session,
+                connections=concurrency,
+                max_response=max_response_size,
+                ssl=_ssl_option(ssl, auth.origin),
+                proxy=_proxy_option(proxy),
+                trust_env=trust_env,
+            )
+            holder.target = tx
         chosen = _make_limiter(auth.origin, rate_limit, limiter)
         if sleep is not None and isinstance(chosen, RedisBucket):
             # A Redis bucket belongs to this client and sleeps with its sleep; the
@@ -248,6 +269,9 @@ class FlowClient:
         operating_limit: float = 480.0,
         sleep: Sleep | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE,
+        ssl: SSLOption = None,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> FlowClient:
         """A client for an inbound webhook ``https://PORTAL/rest/USER_ID/CODE/``.
 
@@ -256,6 +280,12 @@ class FlowClient:
         limiter sets the pace) and, for a session the client opens, its connections;
         ``max_response_size`` caps an answer's bytes (a larger one is abandoned as
         ``ResponseLost``); ``sleep`` is injectable for tests.
+
+        TLS and proxies: ``ssl`` is an ``ssl.SSLContext``, the path of a CA bundle (PEM),
+        or ``False`` to skip verification (only for a loopback portal: a test setup);
+        ``proxy`` is an ``http://`` forward proxy for every request; ``trust_env=True``
+        reads ``HTTPS_PROXY`` / ``NO_PROXY`` (and ``.netrc``) from the environment. They
+        apply to sessions the client opens; ``ssl`` and ``proxy`` also to a passed one.
         """
         auth = WebhookAuth(url)
         return cls._build(
@@ -270,6 +300,9 @@ class FlowClient:
             operating_limit=operating_limit,
             sleep=sleep,
             max_response_size=max_response_size,
+            ssl=ssl,
+            proxy=proxy,
+            trust_env=trust_env,
         )
 
     @classmethod
@@ -293,6 +326,9 @@ class FlowClient:
         operating_limit: float = 480.0,
         sleep: Sleep | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE,
+        ssl: SSLOption = None,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> FlowClient:
         """A client for an OAuth 2 application: ``endpoint`` is ``https://PORTAL/rest/``.
 
@@ -327,6 +363,9 @@ class FlowClient:
             operating_limit=operating_limit,
             sleep=sleep,
             max_response_size=max_response_size,
+            ssl=ssl,
+            proxy=proxy,
+            trust_env=trust_env,
         )
 
     def with_options(
@@ -729,6 +768,58 @@ class FlowClient:
         rounds = _check_rounds(max_rounds)
         _check_controls(on_progress, stop)
         return await _bulk.converge_pinned(self, flow_ids, pinned, rounds, on_progress, stop)
+
+
+SSLOption = Union[ssl_.SSLContext, str, "os.PathLike[str]", bool, None]
+
+
+class _LateTransport:
+    """Stands in for the transport while the auth object is built (it only stores it)."""
+
+    target: Transport | None = None
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout
+    ) -> RawResponse:
+        assert self.target is not None
+        return await self.target.post(url, body, headers, timeout)
+
+
+def _ssl_option(value: object, origin: str) -> ssl_.SSLContext | bool | None:
+    if value is None or value is True:
+        return None  # aiohttp's default: verify against the system's CAs
+    if isinstance(value, ssl_.SSLContext):
+        return value
+    if value is False:
+        host = urlsplit(origin).hostname or ""
+        if not is_loopback(host):
+            raise ValueError(
+                "ssl=False (no certificate check) is allowed only for a loopback portal; "
+                "pass ssl=<CA bundle path or ssl.SSLContext> instead"
+            )
+        return False
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        try:
+            return ssl_.create_default_context(cafile=path)
+        except (OSError, ssl_.SSLError) as exc:
+            raise ValueError(f"ssl: cannot load the CA bundle {path!r}: {exc}") from None
+    raise TypeError("ssl must be an ssl.SSLContext, a CA bundle path, False or None")
+
+
+def _proxy_option(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("proxy must be a str URL or None")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("proxy must be an http:// (or https://) proxy URL")
+    try:
+        parts.port  # noqa: B018 - validates the range
+    except ValueError:
+        raise ValueError("proxy: the port is not a number from 1 to 65535") from None
+    return value
 
 
 def _encode(payload: Mapping[str, Any]) -> bytes:

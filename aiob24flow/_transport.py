@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import ssl as ssl_
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -106,8 +107,17 @@ class AiohttpTransport:
         *,
         connections: int = 100,
         max_response: int = DEFAULT_MAX_RESPONSE,
+        ssl: ssl_.SSLContext | bool | None = None,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> None:
         self._session = session
+        self._extra: dict[str, object] = {}
+        if ssl is not None:
+            self._extra["ssl"] = ssl
+        if proxy is not None:
+            self._extra["proxy"] = proxy
+        self._trust_env = trust_env
         self._owns_session = session is None
         self._connections = connections
         self._max_response = max_response
@@ -125,7 +135,9 @@ class AiohttpTransport:
             )
             # The portal sets no cookie we need: skip the per-response cookie work.
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=self._trust_env,  # HTTPS_PROXY / NO_PROXY / .netrc when asked
             )
         elif self._session.closed:
             raise ClientClosed("the aiohttp session used by the client is closed")
@@ -155,6 +167,7 @@ class AiohttpTransport:
                 headers=dict(headers),
                 timeout=client_timeout,
                 allow_redirects=False,
+                **self._extra,
             ) as response:
                 cap = self._max_response
                 length = response.content_length
@@ -170,9 +183,13 @@ class AiohttpTransport:
         except aiohttp.ConnectionTimeoutError as exc:
             raise RequestNotSent(f"connect timeout: {redact(str(exc))}") from None
         except aiohttp.ClientConnectorError as exc:
+            # Includes TLS handshake and certificate failures: nothing was written yet.
             if _unreachable(exc):
                 raise Unreachable(f"cannot reach the portal: {_os_reason(exc)}") from None
             raise RequestNotSent(f"cannot connect: {type(exc).__name__}") from None
+        except aiohttp.ClientHttpProxyError as exc:
+            # The proxy refused the tunnel (403, 407, 502 ...): the portal never saw it.
+            raise Unreachable(f"the proxy refused the connection: HTTP {exc.status}") from None
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
             # Sent, or partly sent: the portal may have run the call.
             raise ResponseLost(f"answer lost: {type(exc).__name__}") from None
@@ -195,9 +212,12 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
 
 
 def _unreachable(exc: aiohttp.ClientConnectorError) -> bool:
-    """A DNS failure or a refused connection: the same for every request."""
+    """A DNS failure, a refused connection or a certificate the client does not trust:
+    the same for every request."""
     dns = getattr(aiohttp, "ClientConnectorDNSError", None)
     if dns is not None and isinstance(exc, dns):
+        return True
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return True
     os_error = getattr(exc, "os_error", None)
     return isinstance(os_error, (socket.gaierror, ConnectionRefusedError))
@@ -209,4 +229,6 @@ def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
         return "host name not found"
     if isinstance(os_error, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate not trusted ({exc.certificate_error.__class__.__name__})"
     return type(exc).__name__

@@ -261,7 +261,17 @@ def _rate_limit(args: argparse.Namespace) -> RateLimit:
 
 
 def make_client(args: argparse.Namespace, store: TokenFile | None = None) -> FlowClient:
-    common: dict[str, Any] = {"rate_limit": _rate_limit(args), "concurrency": args.concurrency}
+    common: dict[str, Any] = {
+        "rate_limit": _rate_limit(args),
+        "concurrency": args.concurrency,
+        # The CLI honours HTTPS_PROXY / NO_PROXY like other command-line HTTP tools.
+        "trust_env": True,
+        "proxy": args.proxy,
+    }
+    if args.ca_bundle:
+        if not os.path.isfile(args.ca_bundle):
+            raise UsageError(f"--ca-bundle {args.ca_bundle}: no such file")
+        common["ssl"] = args.ca_bundle
     webhook = args.webhook or os.environ.get("B24_WEBHOOK_URL")
     try:
         if args.oauth:
@@ -568,6 +578,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="JSON file with endpoint, client_id, client_secret, access_token, "
         "refresh_token; rewritten atomically after each refresh",
+    )
+    net = common.add_argument_group("network")
+    net.add_argument(
+        "--ca-bundle",
+        metavar="FILE",
+        help="trust the CA certificates in this PEM file (default: the system's)",
+    )
+    net.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="send every request through this http:// proxy "
+        "(default: $HTTPS_PROXY / $NO_PROXY when set)",
     )
     pace = common.add_argument_group("pace")
     pace.add_argument(

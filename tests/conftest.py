@@ -10,12 +10,42 @@ from aiob24flow.emulator import EmulatorServer, Faults, Portal, PortalConfig
 
 UNLIMITED = {"leak": None}
 
+# Set by the ``both_schemes`` fixture: serve over TLS, and let clients that pass no ssl=
+# trust the emulator's throwaway CA (the client is real; only its CA default is swapped).
+_TLS: dict[str, Any] = {"on": False, "context": None}
+
 
 @asynccontextmanager
 async def serve(**config: Any) -> AsyncIterator[EmulatorServer]:
     config.setdefault("leak", None)
-    async with EmulatorServer(Portal(PortalConfig(**config))) as server:
-        yield server
+    tls = bool(config.pop("tls", _TLS["on"]))
+    async with EmulatorServer(Portal(PortalConfig(**config)), tls=tls) as server:
+        previous = _TLS["context"]
+        if tls:
+            _TLS["context"] = server.ssl_context()
+        try:
+            yield server
+        finally:
+            _TLS["context"] = previous
+
+
+@pytest.fixture(params=["http", "https"])
+def both_schemes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test against the plain and the TLS emulator (``pytestmark`` in a module)."""
+    if request.param == "https":
+        pytest.importorskip("trustme")
+        from aiob24flow import _client
+
+        choose = _client._ssl_option
+
+        def trusting(value: object, origin: str) -> Any:
+            if value is None and _TLS["context"] is not None and origin.startswith("https"):
+                return _TLS["context"]
+            return choose(value, origin)
+
+        monkeypatch.setitem(_TLS, "on", True)
+        monkeypatch.setattr(_client, "_ssl_option", trusting)
+    return str(request.param)
 
 
 @pytest.fixture

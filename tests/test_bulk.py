@@ -6,9 +6,14 @@ import asyncio
 import random
 from typing import Any
 
+import pytest
+
 import aiob24flow as b24
 from aiob24flow.emulator import Faults
 from tests.conftest import no_sleep, serve
+
+# Every test here runs against the plain and the TLS emulator.
+pytestmark = pytest.mark.usefixtures("both_schemes")
 
 FAULTS = {"error_before": 0.05, "error_after": 0.03, "drop_after": 0.02}
 

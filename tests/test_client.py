@@ -11,6 +11,9 @@ import aiob24flow as b24
 from aiob24flow.emulator import Faults
 from tests.conftest import no_sleep, serve
 
+# Every test here runs against the plain and the TLS emulator.
+pytestmark = pytest.mark.usefixtures("both_schemes")
+
 NEVER = b24.RetryPolicy.never()
 
 

@@ -12,6 +12,9 @@ import aiob24flow as b24
 from aiob24flow.emulator import Faults
 from tests.conftest import no_sleep, serve
 
+# Every test here runs against the plain and the TLS emulator.
+pytestmark = pytest.mark.usefixtures("both_schemes")
+
 ACTIVATE = "tasks.flow.Flow.activate"
 PIN = "tasks.flow.Flow.pin"
 

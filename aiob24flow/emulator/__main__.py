@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of requests dropped at once and executed --run-after seconds later",
     )
     p.add_argument("--run-after", type=non_negative, default=2.0, help="delay for --drop-then-run")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a throwaway CA (pip install 'aiob24flow[tls]'); prints the "
+        "CA file to trust and a plain-HTTP port that refuses webhooks like a portal",
+    )
+    p.add_argument(
+        "--plain-port", type=port, default=0, help="with --tls: the plain-HTTP port (0: any)"
+    )
     p.add_argument("--ready-file", help="write the port here once listening (for scripts)")
     return p
 
@@ -77,7 +86,13 @@ def config_from_args(args: argparse.Namespace) -> PortalConfig:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    server = EmulatorServer(Portal(config_from_args(args)), args.host, args.port)
+    server = EmulatorServer(
+        Portal(config_from_args(args)),
+        args.host,
+        args.port,
+        tls=args.tls,
+        plain_port=args.plain_port,
+    )
     try:
         await server.start()
     except OSError as exc:
@@ -86,6 +101,9 @@ async def serve(args: argparse.Namespace) -> None:
             f"{exc.strerror or exc}"
         ) from None
     print(f"emulated portal on {server.base_url} ({args.flows} flows)", flush=True)
+    if args.tls:
+        print(f"  CA certificate to trust: {server.ca_path}", flush=True)
+        print(f"  plain HTTP (webhooks refused: Https required): {server.plain_url}", flush=True)
     # The emulator's own fixed test credentials, printed so a person can connect.
     print(f"  webhook (admin): {server.webhook_url(1)}", flush=True)
     print(f"  webhook (user 2, not admin): {server.webhook_url(2)}", flush=True)

@@ -101,6 +101,8 @@ class Portal:
     ) -> None:
         self.config = config or PortalConfig()
         self.state = PortalState(self.config, clock=clock, wall_clock=wall_clock)
+        #: Refuse webhook calls over plain HTTP, as a portal does (set by EmulatorServer).
+        self.https_required = False
 
     @property
     def faults(self) -> Faults:
@@ -112,8 +114,10 @@ class Portal:
         app.router.add_get("/_emulator/stats", _stats)
         app.router.add_route("*", "/oauth/token/", _token_endpoint)
         app.router.add_route("*", "/oauth/token", _token_endpoint)
-        app.router.add_route("*", "/rest/{user}/{code}/{method}", _rest)
-        app.router.add_route("*", "/rest/{method}", _rest)
+        # The portal's URL templates allow a trailing "/" (protocol.md §1.1).
+        for path in ("/rest/{user}/{code}/{method}", "/rest/{method}"):
+            app.router.add_route("*", path, _rest)
+            app.router.add_route("*", path + "/", _rest)
         return app
 
     # -- executing methods --------------------------------------------------------------
@@ -311,6 +315,9 @@ def _authenticate(portal: Portal, request: web.Request, params: dict[Any, Any]) 
     state = portal.state
     user_part = request.match_info.get("user")
     if user_part is not None:
+        if portal.https_required and not request.secure:
+            # APAuth\Auth: webhooks need HTTPS (protocol.md §1.1; 401 in the source, §6).
+            raise _Fail(401, "INVALID_REQUEST", "Https required.")
         code = request.match_info.get("code", "")
         user_id = int(user_part) if user_part.isdigit() else None
         if user_id is None or state.webhooks.get(user_id) != code:
@@ -368,7 +375,7 @@ async def _rest(request: web.Request) -> web.StreamResponse:
             started = state.wall_clock()
             result: Any = portal.run_batch(caller, params)
             time = _time_object(started, state.wall_clock())
-            time["operating"] = 0
+            time.update(operating_reset_at=int(started) + 600, operating=0)
             return result, time
         return portal.run(caller, method, params)
 
@@ -457,6 +464,8 @@ async def _token_endpoint(request: web.Request) -> web.StreamResponse:
         str(params.get("client_secret", "")),
         str(params.get("refresh_token", "")),
     )
+    if "client_endpoint" in body:
+        body["client_endpoint"] = f"{request.scheme}://{request.host}/rest/"
     if fault == "error_after":
         return _fail(500, "server_error", "Internal server error")
     if fault == "no_refresh_token" and status == 200:

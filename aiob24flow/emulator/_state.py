@@ -259,18 +259,19 @@ class PortalState:
         lifetime = self.config.token_lifetime
         self.access_tokens[access] = _Token(user_id, client_id, now + lifetime, scope)
         self.refresh_tokens[refresh] = (user_id, client_id, access, scope)
+        # Key order and types as recorded from live token answers (protocol.md §10).
         return {
             "access_token": access,
-            "client_endpoint": "",
-            "domain": "oauth.bitrix.info",
             "expires": int(now + lifetime),
-            "expires_in": lifetime,
-            "member_id": "emulator-member-id",
-            "refresh_token": refresh,
+            "expires_in": int(lifetime),
             "scope": ",".join(sorted(scope)),
-            "server_endpoint": "",
+            "domain": "oauth.bitrix.info",
+            "server_endpoint": "https://oauth.bitrix.info/rest/",
             "status": "L",
+            "client_endpoint": "",  # set by the token endpoint from the portal's address
+            "member_id": "emulator-member-id",
             "user_id": user_id,
+            "refresh_token": refresh,
         }
 
     def refresh(
@@ -309,8 +310,10 @@ class PortalState:
             self.operating.setdefault((entity, method), []).append((started, cost))
         spans = self.operating.get((entity, method))
         total = self._operating_sum(entity, method)
-        out: dict[str, Any] = {}
-        if spans:
-            out["operating_reset_at"] = int(min(s[0] for s in spans) + 600)
-        out["operating"] = round(total, 6) if total else 0
-        return out
+        # operating_reset_at: when the oldest minute of the window expires; with nothing
+        # billed yet, this call's start + 600 (protocol.md §4.2, §10).
+        first = min(s[0] for s in spans) if spans else started
+        return {
+            "operating_reset_at": int(first) + 600,
+            "operating": round(total, 6) if total else 0,
+        }
