@@ -76,6 +76,7 @@ from ._limiter import LeakyBucket, RateLimit
 from ._redis import LimiterUnavailable, RedisLimiter
 from ._retry import RetryPolicy
 from ._stats import Stats
+from ._store import FileTokenStore, LockLost, RedisTokenStore, StoredTokens, TokenLease, TokenStore
 from ._transport import Timeout
 from ._version import __version__
 
@@ -90,6 +91,7 @@ __all__ = [
     "BulkAborted",
     "BulkReport",
     "ClientClosed",
+    "FileTokenStore",
     "FlowClient",
     "FlowError",
     "InsufficientScope",
@@ -98,6 +100,7 @@ __all__ = [
     "InvalidToken",
     "LeakyBucket",
     "LimiterUnavailable",
+    "LockLost",
     "MethodNotFound",
     "OAuthError",
     "OAuthTokens",
@@ -107,6 +110,7 @@ __all__ = [
     "QueryLimitExceeded",
     "RateLimit",
     "RedisLimiter",
+    "RedisTokenStore",
     "RefreshFailed",
     "RefreshOutcomeUnknown",
     "RefreshRejected",
@@ -116,8 +120,11 @@ __all__ = [
     "ServerError",
     "Stats",
     "Stopped",
+    "StoredTokens",
     "Timeout",
     "TokenExpired",
+    "TokenLease",
+    "TokenStore",
     "TransportError",
     "Unreachable",
     "__version__",

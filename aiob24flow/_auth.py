@@ -209,8 +209,9 @@ class OAuthAuth:
     def __init__(
         self,
         endpoint: object,
-        tokens: OAuthTokens,
+        tokens: OAuthTokens | None,
         *,
+        store: Any = None,
         client_id: str | None,
         client_secret: str | None,
         token_url: str,
@@ -223,8 +224,14 @@ class OAuthAuth:
         refresh_attempts: int = 3,
     ) -> None:
         origin, path, host = check_base_url(endpoint, "endpoint")
-        if not isinstance(tokens, OAuthTokens):
+        if tokens is None and store is None:
+            raise TypeError("tokens must be an aiob24flow.OAuthTokens (or pass store=)")
+        if tokens is not None and not isinstance(tokens, OAuthTokens):
             raise TypeError("tokens must be an aiob24flow.OAuthTokens")
+        if store is not None and not all(
+            callable(getattr(store, name, None)) for name in ("read", "seed", "lock")
+        ):
+            raise TypeError("store must be a TokenStore (read, seed, lock)")
         if refresher is None:
             if not isinstance(client_id, str) or not client_id:
                 raise ValueError("client_id is required unless refresher= is given")
@@ -238,7 +245,12 @@ class OAuthAuth:
         self.origin = origin
         self.host = host
         self._base = f"{origin}{path if path.endswith('/') else path + '/'}"
-        self.tokens = tokens
+        # Until the store is read, a placeholder that never goes on the wire.
+        self.tokens = tokens if tokens is not None else OAuthTokens("", "")
+        self._seed = tokens
+        self._store = store
+        self._loaded = store is None
+        self._load_lock = asyncio.Lock()
         self._client_id = client_id
         self._client_secret = client_secret
         self._token_url = token_url
@@ -267,9 +279,32 @@ class OAuthAuth:
             return 0.0
         return min(60.0, max(0.0, (self.tokens.expires_at - self._set_at) * 0.05))
 
+    async def _load(self) -> None:
+        """With a store: read the pair once at start (seeding an empty store)."""
+        async with self._load_lock:
+            if self._loaded:
+                return
+            stored = await self._store.read()
+            if stored.tokens is None and self._seed is not None:
+                await self._store.seed(self._seed)
+                stored = await self._store.read()
+            if stored.tokens is None:
+                raise self._stop(
+                    RefreshRejected("the token store is empty and no tokens were given")
+                )
+            self._adopt(stored.tokens)
+            self._loaded = True
+
+    def _adopt(self, tokens: OAuthTokens) -> None:
+        if tokens != self.tokens:
+            self.tokens = tokens
+            self._set_at = self._now()
+
     async def headers(self) -> tuple[dict[str, str], str]:
         if self._dead is not None:
             raise self._dead
+        if not self._loaded:
+            await self._load()
         expires_at = self.tokens.expires_at
         if expires_at is not None and self._now() >= expires_at - self._margin():
             await self.refresh_after(self.tokens.access_token)
@@ -279,6 +314,12 @@ class OAuthAuth:
     async def recover(self, stale: str, error: B24Error) -> bool:
         if self.tokens.access_token != stale:
             return True  # refreshed while this call was in flight: send with the new token
+        if self._store is not None:
+            # Another worker may have refreshed (which voids our token): adopt its pair.
+            stored = await self._store.read()
+            if stored.tokens is not None and stored.tokens.access_token != stale:
+                self._adopt(stored.tokens)
+                return True
         if isinstance(error, TokenExpired):
             await self.refresh_after(stale)
             return True
@@ -291,12 +332,14 @@ class OAuthAuth:
         if self.tokens.access_token != stale:
             return  # someone else already refreshed it
         if self._inflight is None or self._inflight.done():
-            self._inflight = asyncio.ensure_future(self._refresh())
+            self._inflight = asyncio.ensure_future(
+                self._refresh_shared(stale) if self._store is not None else self._refresh()
+            )
         # shield: one waiter being cancelled must not cancel the refresh the others await.
         await asyncio.shield(self._inflight)
 
-    async def _refresh(self) -> None:
-        old = self.tokens
+    async def _fetch(self, old: OAuthTokens) -> OAuthTokens:
+        """One refresh of ``old``: through the refresher, or at the OAuth server."""
         try:
             new = await (self._refresher(old) if self._refresher else self._refresh_at_server())
         except B24Error as exc:
@@ -307,6 +350,72 @@ class OAuthAuth:
             raise RefreshRejected(f"refresher failed: {type(exc).__name__}") from exc
         if not isinstance(new, OAuthTokens):
             raise self._stop(RefreshRejected("refresher did not return OAuthTokens"))
+        return new
+
+    async def _refresh(self) -> None:
+        await self._install(await self._fetch(self.tokens))
+
+    async def _refresh_shared(self, stale: str) -> None:
+        """Refresh once across every worker of the store (see ``_store.py``)."""
+        from ._store import LockLost
+
+        store = self._store
+        late = False
+        async with store.lock() as lease:
+            current = await lease.read()
+            pair = current.tokens
+            if pair is None:
+                raise self._stop(RefreshRejected("the token store is empty"))
+            if pair.access_token != stale:
+                self._adopt(pair)  # another worker refreshed: nothing to send
+                return
+            if current.spending is not None and current.spending == pair.refresh_token:
+                raise self._stop(
+                    RefreshOutcomeUnknown(
+                        "another worker sent this refresh token and did not store the answer "
+                        "(it died or lost its lock): the token may be spent and is never sent "
+                        "again; authorize the application again"
+                    )
+                )
+            self._adopt(pair)
+            try:
+                await lease.mark_spending(pair.refresh_token)
+            except LockLost:
+                raise RefreshRejected("lost the refresh lock before refreshing") from None
+            except Exception as exc:  # the store cannot record: do not spend the token
+                raise self._stop(
+                    RefreshRejected(f"the token store failed: {type(exc).__name__}")
+                ) from exc
+            try:
+                new = await self._fetch(pair)
+            except B24Error:
+                if self._dead is None:  # never left, or refused unconsumed: not spent
+                    await lease.clear_spending()
+                raise
+            try:
+                await lease.write(new)
+            except LockLost:
+                late = True
+            except Exception as exc:
+                # The grant is spent and its successor could not be stored.
+                error = RefreshRejected(
+                    f"the refreshed tokens could not be stored ({type(exc).__name__}); "
+                    "the client stops"
+                )
+                raise self._stop(error) from exc
+        if late:
+            # Paused past the lock's TTL: write only if nobody moved on since (the pair
+            # is still the one we spent and the record still names it).
+            async with store.lock() as again:
+                now = await again.read()
+                if now.tokens != pair or now.spending != pair.refresh_token:
+                    raise self._stop(
+                        RefreshRejected("lost the refresh lock; another worker moved on")
+                    )
+                await again.write(new)
+        await self._install(new)
+
+    async def _install(self, new: OAuthTokens) -> None:
         self.tokens = new
         self._set_at = self._now()
         self.refreshes += 1

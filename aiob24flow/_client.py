@@ -60,6 +60,7 @@ from ._redact import redact
 from ._redis import RedisBucket
 from ._retry import RetryPolicy, retrying, should_retry
 from ._stats import Stats
+from ._store import TokenStore
 from ._transport import DEFAULT_MAX_RESPONSE, AiohttpTransport, RawResponse, Timeout, Transport
 from ._validate import check_bool, check_flow_id, check_flow_ids, check_method, check_number
 
@@ -309,8 +310,9 @@ class FlowClient:
     def from_oauth(
         cls,
         endpoint: str,
-        tokens: OAuthTokens,
+        tokens: OAuthTokens | None = None,
         *,
+        store: TokenStore | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
         token_url: str = DEFAULT_TOKEN_URL,
@@ -335,12 +337,19 @@ class FlowClient:
         On ``expired_token`` (or shortly before ``tokens.expires_at``) the client refreshes
         once, at ``token_url`` with ``client_id``/``client_secret`` or through your
         ``refresher``, awaits ``on_refresh(new_tokens)`` and re-sends the refused call once.
+
+        ``store`` (a ``RedisTokenStore``, a ``FileTokenStore`` or your own ``TokenStore``)
+        shares the tokens with every worker of the portal: the client reads the pair from
+        it at start (seeding it with ``tokens`` only when it is empty) and after every 401,
+        and refreshes under the store's lock, once across all workers; a refresh token is
+        never sent twice, across processes too.
         """
 
         def make(tx: AiohttpTransport | Transport, timeout: Timeout, sleep: Sleep) -> Auth:
             return OAuthAuth(
                 endpoint,
                 tokens,
+                store=store,
                 client_id=client_id,
                 client_secret=client_secret,
                 token_url=token_url,

@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
@@ -35,6 +34,7 @@ from ._errors import (
 )
 from ._limiter import RateLimit
 from ._redact import redact
+from ._store import FileTokenStore, RedisTokenStore, TokenStore
 from ._validate import MAX_FLOW_ID
 from ._version import __version__
 
@@ -201,29 +201,6 @@ class TokenFile:
         except (TypeError, ValueError) as exc:
             raise UsageError(f"OAuth token file {self.path}: {_oneline(exc)}") from None
 
-    async def save(self, tokens: OAuthTokens) -> None:
-        try:
-            self._write(tokens)
-        except BaseException as exc:
-            self.save_error = exc
-            raise
-
-    def _write(self, tokens: OAuthTokens) -> None:
-        self.data.update(tokens.to_json())
-        target = self.target
-        fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=os.path.dirname(target))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.data, fh, indent=2)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, target)  # atomic: a crash leaves the old or the new file
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
 
 def _oneline(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc)
@@ -260,6 +237,36 @@ def _rate_limit(args: argparse.Namespace) -> RateLimit:
         raise UsageError(str(exc)) from None
 
 
+class _CliFileStore(FileTokenStore):
+    """The ``--oauth`` file as a shared store; remembers a failed rewrite for the report."""
+
+    def __init__(self, file: TokenFile) -> None:
+        super().__init__(file.path)
+        self._file = file
+
+    def _dump(self, data: dict[str, Any]) -> None:
+        try:
+            super()._dump(data)
+        except BaseException as exc:
+            self._file.save_error = exc
+            raise
+
+
+def _token_store(args: argparse.Namespace, file: TokenFile) -> TokenStore:
+    """``--oauth FILE``: the file itself, locked across processes on this machine;
+    with ``--oauth-redis URL``: a Redis hash under ``--oauth-key`` (seeded from FILE)."""
+    if not args.oauth_redis:
+        return _CliFileStore(file)
+    try:
+        return RedisTokenStore(args.oauth_redis, args.oauth_key)
+    except ImportError:
+        raise UsageError(
+            "--oauth-redis needs the redis package: pip install 'aiob24flow[redis]'"
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad --oauth-redis URL: {_oneline(exc)}") from None
+
+
 def make_client(args: argparse.Namespace, store: TokenFile | None = None) -> FlowClient:
     common: dict[str, Any] = {
         "rate_limit": _rate_limit(args),
@@ -279,11 +286,15 @@ def make_client(args: argparse.Namespace, store: TokenFile | None = None) -> Flo
             return FlowClient.from_oauth(
                 store.data["endpoint"],
                 store.tokens(),
+                store=_token_store(args, store),
                 client_id=store.data.get("client_id"),
                 client_secret=store.data.get("client_secret"),
                 token_url=store.data.get("token_url") or DEFAULT_TOKEN_URL,
-                on_refresh=store.save,
                 **common,
+            )
+        if args.oauth_redis:
+            raise UsageError(
+                "--oauth-redis needs --oauth FILE for the endpoint and client credentials"
             )
         if webhook:
             return FlowClient.from_webhook(webhook, **common)
@@ -444,7 +455,7 @@ class _ProgressBar:
 async def _run_bulk(args: argparse.Namespace, out: TextIO) -> int:
     ids = parse_ids(args.ids, args.ids_file)
     store = TokenFile(args.oauth) if args.oauth else None
-    if store is not None:
+    if store is not None and not args.oauth_redis:
         store.check_writable()
     client = make_client(args, store)
     stop = asyncio.Event()
@@ -487,10 +498,15 @@ async def _run_bulk(args: argparse.Namespace, out: TextIO) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
     if store is not None and store.save_error is not None:
+        spent = client.stats().refreshes > 0
+        tail = (
+            "The old refresh token is spent: authorize the application again."
+            if spent
+            else "The refresh token was not used: fix the file and run again."
+        )
         print(
-            f"aiob24flow: error: the refreshed OAuth tokens could not be saved to "
-            f"{store.path} ({_oneline(store.save_error)}); sending stopped. The old "
-            "refresh token is spent: authorize the application again.",
+            f"aiob24flow: error: the OAuth token file {store.path} could not be rewritten "
+            f"({_oneline(store.save_error)}); sending stopped. {tail}",
             file=sys.stderr,
         )
         return EXIT_INCOMPLETE
@@ -577,7 +593,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--oauth",
         metavar="FILE",
         help="JSON file with endpoint, client_id, client_secret, access_token, "
-        "refresh_token; rewritten atomically after each refresh",
+        "refresh_token; rewritten atomically after each refresh, locked so that "
+        "processes sharing it refresh once",
+    )
+    auth.add_argument(
+        "--oauth-redis",
+        metavar="URL",
+        help="keep the tokens in Redis instead (shared by workers on many hosts); "
+        "--oauth FILE still gives the endpoint and client credentials",
+    )
+    auth.add_argument(
+        "--oauth-key",
+        metavar="KEY",
+        default="aiob24flow:tokens",
+        help="the Redis hash for --oauth-redis (one per portal, e.g. its member_id)",
     )
     net = common.add_argument_group("network")
     net.add_argument(

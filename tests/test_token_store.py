@@ -1,0 +1,270 @@
+"""Many workers, one portal's OAuth tokens: a shared store, one refresh across processes,
+and a refresh token never sent twice. Real redis-server, real processes, the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aiob24flow as b24
+from tests.conftest import no_sleep, serve
+from tests.test_redis import free_port, redis_url
+
+__all__ = ["redis_url"]  # the fixture, shared with the limiter tests
+
+SCRIPT = Path(sys.executable).parent / "aiob24flow"
+ACTIVATE = "tasks.flow.Flow.activate"
+
+
+def pair(server: Any, *, lifetime: float | None = None) -> b24.OAuthTokens:
+    issued = server.state.issue_tokens()
+    expires = time.time() + (lifetime if lifetime is not None else 3600)
+    return b24.OAuthTokens(issued["access_token"], issued["refresh_token"], expires_at=expires)
+
+
+def client(server: Any, store: b24.TokenStore, tokens: b24.OAuthTokens | None = None,
+           **kwargs: Any) -> b24.FlowClient:  # fmt: skip
+    kwargs.setdefault("rate_limit", b24.RateLimit.unlimited())
+    return b24.FlowClient.from_oauth(
+        server.oauth_endpoint,
+        tokens,
+        store=store,
+        client_id=server.portal.config.client_id,
+        client_secret=server.portal.config.client_secret,
+        token_url=server.token_url,
+        **kwargs,
+    )
+
+
+def token_file(server: Any, path: Path, tokens: b24.OAuthTokens) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "endpoint": server.oauth_endpoint,
+                "token_url": server.token_url,
+                "client_id": server.portal.config.client_id,
+                "client_secret": server.portal.config.client_secret,
+                **tokens.to_json(),
+            }
+        )
+    )
+
+
+# -- the stores themselves -------------------------------------------------------------------
+
+
+async def test_file_store_seeds_once_and_writes_atomically(tmp_path: Path) -> None:
+    real = tmp_path / "real.json"
+    link = tmp_path / "tokens.json"
+    real.write_text(json.dumps({"endpoint": "https://p.example/rest/"}))
+    link.symlink_to(real)
+    store = b24.FileTokenStore(link)
+    assert (await store.read()).tokens is None
+    first = b24.OAuthTokens("a1", "r1", expires_at=10.0)
+    assert await store.seed(first) is True
+    assert await store.seed(b24.OAuthTokens("a2", "r2")) is False  # not empty any more
+    async with store.lock() as lease:
+        await lease.mark_spending("r1")
+        assert (await lease.read()).spending == "r1"
+        await lease.write(b24.OAuthTokens("a3", "r3"))
+    stored = await store.read()
+    assert stored.tokens == b24.OAuthTokens("a3", "r3") and stored.spending is None
+    data = json.loads(real.read_text())
+    assert data["endpoint"] == "https://p.example/rest/" and link.is_symlink()
+    assert oct(real.stat().st_mode & 0o777) == "0o600"
+    assert "r3" not in repr(stored)
+
+
+async def test_a_holder_paused_past_its_ttl_cannot_overwrite_the_next_pair(
+    redis_url: str,
+) -> None:
+    store_a = b24.RedisTokenStore(redis_url, "t:fence", lock_ttl=0.2)
+    store_b = b24.RedisTokenStore(redis_url, "t:fence", lock_ttl=5)
+    await store_a.seed(b24.OAuthTokens("a0", "r0"))
+    async with store_a.lock() as lease_a:
+        await asyncio.sleep(0.4)  # paused: the lock expired under it
+        async with store_b.lock() as lease_b:
+            await lease_b.write(b24.OAuthTokens("a-next", "r-next"))
+        with pytest.raises(b24.LockLost):
+            await lease_a.write(b24.OAuthTokens("a-stale", "r-stale"))
+        with pytest.raises(b24.LockLost):
+            await lease_a.mark_spending("r0")
+    assert (await store_b.read()).tokens == b24.OAuthTokens("a-next", "r-next")
+    await store_a.aclose()
+    await store_b.aclose()
+
+
+# -- clients sharing a store -----------------------------------------------------------------
+
+
+async def test_clients_share_one_refresh_through_redis(redis_url: str) -> None:
+    async with serve(flows=400) as server:
+        tokens = pair(server, lifetime=0.0)  # due for refresh at once
+        stores = [b24.RedisTokenStore(redis_url, "t:share") for _ in range(4)]
+        clients = [client(server, s, tokens, sleep=no_sleep) for s in stores]
+        reports = await asyncio.gather(
+            *(c.activate_many(range(1 + 100 * k, 101 + 100 * k)) for k, c in enumerate(clients))
+        )
+        assert all(r.ok for r in reports)
+        assert server.state.refreshes == 1 and server.state.rejected_refreshes == 0
+        assert server.state.activations.total() == 400
+        stored = await stores[0].read()
+        assert stored.tokens is not None and all(
+            c.tokens == stored.tokens for c in clients
+        )  # everyone adopted the one new pair
+        for c, s in zip(clients, stores, strict=True):
+            await c.aclose()
+            await s.aclose()
+
+
+async def test_a_killed_holder_is_never_followed_by_a_second_send(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A worker dies (SIGKILL) after sending the refresh and before storing the answer."""
+    async with serve(flows=20) as server:
+        tokens = pair(server, lifetime=0.0)
+        seed = b24.RedisTokenStore(redis_url, "t:killed")
+        await seed.seed(tokens)
+        script = tmp_path / "holder.py"
+        script.write_text(
+            f"""
+import asyncio, os, signal, aiohttp, aiob24flow as b24
+async def main():
+    store = b24.RedisTokenStore({redis_url!r}, "t:killed", lock_ttl=1.5)
+    async with store.lock() as lease:
+        pair = (await lease.read()).tokens
+        await lease.mark_spending(pair.refresh_token)
+        async with aiohttp.ClientSession() as s:
+            await s.post({server.token_url!r}, data={{
+                "grant_type": "refresh_token", "client_id": {server.portal.config.client_id!r},
+                "client_secret": {server.portal.config.client_secret!r},
+                "refresh_token": pair.refresh_token}})
+        print("sent", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+asyncio.run(main())
+"""
+        )
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), stdout=asyncio.subprocess.PIPE
+        )
+        assert holder.stdout is not None
+        assert (await asyncio.wait_for(holder.stdout.readline(), 30)).strip() == b"sent"
+        assert await holder.wait() == -signal.SIGKILL
+        assert server.state.refreshes == 1  # the grant is spent; its answer died with it
+        started = time.monotonic()
+        stores = [b24.RedisTokenStore(redis_url, "t:killed", lock_ttl=1.5) for _ in range(3)]
+        clients = [client(server, s) for s in stores]
+        results = await asyncio.gather(
+            *(c.activate(i + 1) for i, c in enumerate(clients)), return_exceptions=True
+        )
+        assert time.monotonic() - started < 1.5 + 2.0  # within the lock's TTL (+ margin)
+        for result in results:
+            assert isinstance(result, b24.RefreshFailed), result
+            assert isinstance(result.__cause__, b24.RefreshOutcomeUnknown)
+            assert "authorize the application again" in str(result.__cause__)
+        assert server.state.rejected_refreshes == 0  # the spent token never went again
+        assert server.state.token_requests == 1 and server.state.activations.total() == 0
+        for c, s in zip(clients, [*stores], strict=True):
+            await c.aclose()
+            await s.aclose()
+        await seed.aclose()
+
+
+async def test_a_store_that_cannot_write_the_new_pair_stops_the_client() -> None:
+    class Broken(b24.FileTokenStore):
+        writes = 0
+
+        def _dump(self, data: dict[str, Any]) -> None:
+            Broken.writes += 1
+            if "spending_refresh_token" not in data and Broken.writes > 2:
+                raise OSError(28, "No space left on device")
+            super()._dump(data)
+
+    async with serve(flows=100) as server:
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"aiob24flow-broken-{os.getpid()}.json"
+        try:
+            store = Broken(path)
+            tokens = pair(server, lifetime=0.0)
+            async with client(server, store, tokens) as c:
+                report = await c.activate_many(range(1, 101))
+            assert len(report.failed) == 100 and server.state.activations.total() == 0
+            first = next(iter(report.failed.values()))
+            cause = first if isinstance(first, b24.RefreshFailed) else first.__cause__
+            assert isinstance(cause, b24.RefreshFailed)
+            assert server.state.refreshes == 1  # spent, and its successor not stored
+        finally:
+            for leftover in (path, Path(str(path) + ".lock")):
+                leftover.unlink(missing_ok=True)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+async def run_workers(args_for: list[list[str]]) -> list[tuple[int, str, str]]:
+    procs = [
+        await asyncio.create_subprocess_exec(
+            str(SCRIPT), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        for args in args_for
+    ]
+    out = []
+    for proc in procs:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=120)
+        assert proc.returncode is not None
+        out.append((proc.returncode, stdout.decode(), stderr.decode()))
+    return out
+
+
+@pytest.mark.parametrize("where", ["redis", "file"])
+async def test_four_processes_refresh_once_per_expiry(
+    where: str, redis_url: str, tmp_path: Path
+) -> None:
+    lifetime = 1.5
+    async with serve(flows=10_000, token_lifetime=lifetime) as server:
+        issued = time.time()
+        tokens = pair(server, lifetime=lifetime)
+        path = tmp_path / "tokens.json"
+        token_file(server, path, tokens)
+        extra = (
+            ["--oauth-redis", redis_url, "--oauth-key", f"t:four:{free_port()}"]
+            if where == "redis"
+            else []
+        )
+        args = [
+            ["activate", f"{1 + 2500 * w}-{2500 * (w + 1)}", "--oauth", str(path), "--json",
+             "--burst", "5", "--per-second", "10", *extra]
+            for w in range(4)
+        ]  # fmt: skip
+        results = await run_workers(args)
+        elapsed = time.time() - issued
+    for code, out, err in results:
+        assert code == 0, err[-800:]
+        assert json.loads(out)["summary"]["succeeded"] == 2500
+    assert all(server.state.activations[i] == 1 for i in range(1, 10_001))
+    assert server.state.rejected_refreshes == 0  # no invalid_grant: nobody sent a spent token
+    expiries = elapsed / lifetime
+    assert expiries - 1 <= server.state.refreshes <= expiries + 1, (server.state.refreshes, elapsed)
+
+
+async def test_two_cli_runs_on_one_token_file_refresh_once(tmp_path: Path) -> None:
+    async with serve(flows=200) as server:
+        path = tmp_path / "tokens.json"
+        token_file(server, path, pair(server, lifetime=0.0))  # expired: both must refresh
+        results = await run_workers(
+            [["activate", "1-100", "--oauth", str(path), "--plan", "unlimited"],
+             ["activate", "101-200", "--oauth", str(path), "--plan", "unlimited"]]
+        )  # fmt: skip
+        assert [r[0] for r in results] == [0, 0], [r[2][-500:] for r in results]
+        assert server.state.refreshes == 1 and server.state.rejected_refreshes == 0
+        assert server.state.activations.total() == 200
+        saved = json.loads(path.read_text())
+        assert saved["refresh_token"] in server.state.refresh_tokens
+        assert "spending_refresh_token" not in saved
