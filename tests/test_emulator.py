@@ -271,7 +271,7 @@ async def test_oauth_tokens_expire_and_refresh_tokens_are_single_use() -> None:
         status, body = await post(
             server.token_url, form=form.replace(portal.config.client_secret, "bad")
         )
-        assert (status, body["error"]) == (401, "invalid_client")
+        assert (status, body["error"]) == (400, "invalid_client")
         new_bearer = {"Authorization": f"Bearer {fresh['access_token']}"}
         assert (await post(url, {"flowId": 1}, headers=new_bearer))[0] == 200
         assert portal.state.activations[1] == 3

@@ -17,6 +17,8 @@ import re
 import time as _time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
+from xml.sax.saxutils import escape as xml_escape
 
 import attrs
 from aiohttp import web
@@ -26,6 +28,7 @@ from ._state import Faults, PortalConfig, PortalState, User
 
 __all__ = ["Portal"]
 
+_NOT_IN_BATCH = frozenset({"batch", "download", "upload"})
 _FLOW_ACTIONS = {"activate": "activate", "pin": "pin", "get": "get", "isexists": "isExists"}
 _REF = re.compile(r"\$(result|next|total|time|error)((?:\[[^\]\s]*\])*)", re.IGNORECASE)
 
@@ -207,10 +210,13 @@ class Portal:
                 continue
             if not isinstance(command, str):
                 continue  # the SDK-style {method, params} object is silently skipped
+            # parse_url: the path is the method, the query what follows "?" up to "#" (§3.1).
             path, _, query = command.partition("?")
+            path = path.partition("#")[0]
+            query = query.partition("#")[0]
             sub_params = _substitute(parse_str(query), out)
             try:
-                if path == "batch":
+                if path in _NOT_IN_BATCH:  # exact case (§3.2, §10)
                     raise _Fail(
                         200,
                         "ERROR_BATCH_METHOD_NOT_ALLOWED",
@@ -261,17 +267,12 @@ def _substitute(params: Any, state: dict[str, dict[Any, Any]]) -> Any:
         return {k: _substitute(v, state) for k, v in params.items()}
     if not isinstance(params, str) or "$" not in params:
         return params
-    whole = _REF.fullmatch(params)
-    if whole:
-        return _walk(state, whole.group(1), whole.group(2))
-
-    def one(match: re.Match[str]) -> str:
-        value = _walk(state, match.group(1), match.group(2))
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            return str(value)
-        return match.group(0)
-
-    return _REF.sub(one, params)
+    # §10 (recorded; it supersedes §3.3): a value holding a reference takes the referenced
+    # value as a whole; text around the reference is dropped.
+    found = _REF.search(params)
+    if found:
+        return _walk(state, found.group(1), found.group(2))
+    return params
 
 
 def _answer(status: int, body: Any) -> web.Response:
@@ -279,6 +280,41 @@ def _answer(status: int, body: Any) -> web.Response:
         status=status,
         body=json_encode(body).encode(),
         content_type="application/json",
+        charset="utf-8",
+        headers={
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Headers": "origin, content-type, accept",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+def _xml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        if not value:
+            return ""
+        parts = []
+        for key, item in value.items():
+            tag = str(key) if re.fullmatch(r"[A-Za-z_][\w.-]*", str(key)) else "item"
+            parts.append(f"<{tag}>{_xml_value(item)}</{tag}>")
+        return "".join(parts)
+    if isinstance(value, (list, tuple)):
+        return "".join(f"<item>{_xml_value(v)}</item>" for v in value)
+    if value is True:
+        return "true"
+    if value is False or value is None:
+        return ""
+    return xml_escape(str(value))
+
+
+def _answer_xml(status: int, body: Any) -> web.Response:
+    """The ``.xml`` transport (§1.1). Its exact shape is not in protocol.md: a guess
+    (docs/protocol.md lists it): one ``<response>`` element holding the envelope."""
+    text = f'<?xml version="1.0" encoding="utf-8"?><response>{_xml_value(body)}</response>'
+    return web.Response(
+        status=status,
+        body=text.encode(),
+        content_type="text/xml",
         charset="utf-8",
         headers={
             "Access-Control-Allow-Origin": "*",
@@ -296,9 +332,16 @@ async def _read_params(request: web.Request) -> dict[Any, Any]:
     params: dict[Any, Any] = parse_str(request.query_string)
     if request.method != "POST":
         return params
-    raw = await request.read()
-    ctype = request.content_type
+    # CRestUtil::getRequestData compares the type exactly: "Application/JSON" is not JSON
+    # and goes through parse_str like any other unknown type (§1.2).
+    ctype = request.headers.get("Content-Type", "").split(";", 1)[0].strip()
     body: dict[Any, Any] = {}
+    if ctype.lower() == "multipart/form-data":
+        form = await request.post()  # ordinary POST fields (§1.2)
+        pairs = [(k, v) for k, v in form.items() if isinstance(v, str)]
+        params.update(parse_str(urlencode(pairs)))
+        return params
+    raw = await request.read()
     if ctype == "application/json":
         try:
             decoded = json.loads(raw) if raw else {}
@@ -335,9 +378,10 @@ def _authenticate(portal: Portal, request: web.Request, params: dict[Any, Any]) 
         raise _Fail(401, "NO_AUTH_FOUND", "Wrong authorization data")
     entry = state.access_tokens.get(token)
     if entry is None:
-        raise _Fail(401, "invalid_token", "The access token provided is invalid.")
+        # §10: a token the portal does not know (recorded text).
+        raise _Fail(401, "invalid_token", "Unable to get application by token")
     if entry.expires_at <= state.wall_clock():
-        raise _Fail(401, "expired_token", "The access token provided has expired")
+        raise _Fail(401, "expired_token", "The access token provided has expired.")  # §10
     return _Caller(state.users[entry.user_id], f"oauth:{entry.client_id}", entry.scope)
 
 
@@ -353,9 +397,12 @@ async def _rest(request: web.Request) -> web.StreamResponse:
     if not state.admit():
         return _fail(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
     name = request.match_info["method"]
-    for suffix in (".json", ".xml"):
+    xml = False
+    for suffix in (".json", ".xml"):  # the suffix picks the transport (§1.1)
         if name.endswith(suffix):
             name = name[: -len(suffix)]
+            xml = suffix == ".xml"
+    answer = _answer_xml if xml else _answer
     method = resolve(name)
     state.requests_by_method[method or name] += 1
     params = await _read_params(request)
@@ -368,9 +415,10 @@ async def _rest(request: web.Request) -> web.StreamResponse:
         return _fail(500, "INTERNAL_SERVER_ERROR", "Internal server error")
 
     def execute() -> tuple[Any, dict[str, Any]]:
-        caller = _authenticate(portal, request, params)
+        # The method is looked up before the credentials are checked (§10, rest.php).
         if method is None:
             raise _Fail(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+        caller = _authenticate(portal, request, params)
         if method == "batch":
             started = state.wall_clock()
             result: Any = portal.run_batch(caller, params)
@@ -396,7 +444,7 @@ async def _rest(request: web.Request) -> web.StreamResponse:
     try:
         result, time = execute()
     except _Fail as fail:
-        return _answer(fail.status, fail.body)
+        return answer(fail.status, fail.body)
     if fault == "error_after":
         return _fail(500, "INTERNAL_SERVER_ERROR", "Internal server error")
     if fault == "drop_after":
@@ -405,7 +453,7 @@ async def _rest(request: web.Request) -> web.StreamResponse:
         raise asyncio.CancelledError  # no answer at all: the client sees a disconnect
     if fault == "hang_after":
         await asyncio.sleep(config.faults.hang_seconds)
-    return _answer(200, {"result": result, "time": time})
+    return answer(200, {"result": result, "time": time})
 
 
 def _command_methods(method: str | None, params: dict[Any, Any]) -> frozenset[str]:
@@ -456,9 +504,12 @@ async def _token_endpoint(request: web.Request) -> web.StreamResponse:
         return _fail(503, "temporarily_unavailable", "The server is temporarily unavailable")
     if fault == "invalid_grant":
         state.rejected_refreshes += 1
-        return _fail(400, "invalid_grant", "Invalid grant")
+        return _answer(400, {"error": "invalid_grant"})
     if params.get("grant_type") != "refresh_token":
-        return _fail(400, "invalid_request", "Unsupported grant type")
+        # Not recorded: a guess in the same shape as the recorded errors.
+        return _answer(400, {"error": "unsupported_grant_type"})
+    if not params.get("refresh_token"):
+        return _fail(400, "invalid_request", 'No "refresh_token" parameter found')  # §10
     status, body = state.refresh(
         str(params.get("client_id", "")),
         str(params.get("client_secret", "")),

@@ -278,12 +278,16 @@ class PortalState:
         self, client_id: str, client_secret: str, refresh_token: str
     ) -> tuple[int, dict[str, Any]]:
         """The token endpoint: rotate a refresh token (single use)."""
-        if client_id != self.config.client_id or client_secret != self.config.client_secret:
-            return 401, {"error": "invalid_client", "error_description": "Invalid client"}
+        # Recorded shapes (protocol.md §10): a wrong client_id is a 200 with an error, a
+        # wrong secret and a spent or unknown token are 400s without a description.
+        if client_id != self.config.client_id:
+            return 200, {"error": "wrong_client"}
+        if client_secret != self.config.client_secret:
+            return 400, {"error": "invalid_client"}
         entry = self.refresh_tokens.pop(refresh_token, None)
         if entry is None:
             self.rejected_refreshes += 1
-            return 400, {"error": "invalid_grant", "error_description": "Invalid grant"}
+            return 400, {"error": "invalid_grant"}
         user_id, app, old_access, scope = entry
         self.spent_refresh_tokens.add(refresh_token)
         self.access_tokens.pop(old_access, None)  # the chain must not branch
