@@ -82,6 +82,7 @@ async def _run(
     repeatable: bool = False,
     max_sends: int | None = None,
     report_progress: bool = True,
+    transform: Callable[[Any], Any] | None = None,
 ) -> Job:
     job = Job(
         client,
@@ -91,9 +92,25 @@ async def _run(
         repeatable=repeatable,
         max_sends=client._options.retry.attempts if max_sends is None else max_sends,
         report_progress=report_progress,
+        transform=transform,
     )
     await job.run()
     return job
+
+
+def _job_report(job: Job, control: Control) -> BulkReport[Any]:
+    """A job that covered every input flow, straight into a report (input order)."""
+    succeeded: dict[int, Any] = {}
+    failed: dict[int, B24Error] = {}
+    unknown: dict[int, B24Error] = {}
+    job.fill(succeeded, failed, unknown)
+    report: BulkReport[Any] = BulkReport(succeeded, failed, unknown)
+    if control.aborted is not None:
+        error = control.aborted
+        raise BulkAborted(
+            f"bulk job aborted by {type(error).__name__}: {error}", report=report
+        ) from error
+    return report
 
 
 def _report(
@@ -156,13 +173,13 @@ async def toggle_many(
 ) -> BulkReport[Any]:
     control = Control(len(ids), stop, on_progress)
     job = await _run(client, method, ids, control)
-    return _report(ids, job.ok, job.failed, job.unknown, control=control)
+    return _job_report(job, control)
 
 
 async def read_flows(client: FlowClient, ids: Sequence[int]) -> BulkReport[Any]:
     control = Control(len(ids))
     job = await _run(client, GET, ids, control, repeatable=True)
-    return _report(ids, job.ok, job.failed, job.unknown, control=control)
+    return _job_report(job, control)
 
 
 @attrs.define
@@ -174,16 +191,23 @@ class _States:
     unknown: dict[int, B24Error]
 
 
+def _active_of(flow: Any) -> bool:
+    """Keep one bit of a ``tasks.flow.Flow.get`` result: the rest is dropped at once."""
+    active = flow.get("active") if isinstance(flow, dict) else None
+    if not isinstance(active, bool):
+        raise ValueError("flow has no boolean 'active'")
+    return active
+
+
 async def _read_active(client: FlowClient, ids: Sequence[int], control: Control) -> _States:
-    job = await _run(client, GET, ids, control, repeatable=True, report_progress=False)
+    job = await _run(
+        client, GET, ids, control, repeatable=True, report_progress=False, transform=_active_of
+    )
     states: dict[int, bool] = {}
-    for flow_id, flow in job.ok.items():
-        active = flow.get("active") if isinstance(flow, dict) else None
-        if isinstance(active, bool):
-            states[flow_id] = active
-        else:
-            job.failed[flow_id] = ServerError("flow has no boolean 'active'", method=GET)
-    return _States(states, job.failed, job.unknown)
+    failed: dict[int, B24Error] = {}
+    unknown: dict[int, B24Error] = {}
+    job.fill(states, failed, unknown)
+    return _States(states, failed, unknown)
 
 
 def _wait_until(errors: Sequence[B24Error], limit: float) -> float | None:

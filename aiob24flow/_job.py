@@ -137,10 +137,11 @@ def _withheld(error: BaseException) -> bool:
 class _Claim:
     """One batch request of a job: its flows are chosen when ``body()`` is called."""
 
-    __slots__ = ("ids", "job", "keys")
+    __slots__ = ("ids", "job", "keys", "positions")
 
     def __init__(self, job: Job) -> None:
         self.job = job
+        self.positions: list[int] | None = None
         self.ids: list[int] | None = None
         self.keys: list[str] = []
 
@@ -153,16 +154,26 @@ class _Claim:
         job = self.job
         if job.control.stopping:
             raise job.stopped_error()
-        if self.ids is None:
-            self.ids = job.claim()
+        if self.positions is None:
+            self.positions = job.claim()
+            all_ids = job.ids
+            self.ids = [all_ids[p] for p in self.positions]
             self.keys = [str(i) for i in self.ids]
-        method = job.method
-        cmd = {key: f"{method}?flowId={key}" for key in self.keys}
-        return _json.dumps({"halt": 0, "cmd": cmd})
+        prefix = job.prefix
+        return _json.dumps({"halt": 0, "cmd": {key: prefix + key for key in self.keys}})
+
+
+# What a job knows of each flow: one byte per flow, plus sparse maps for errors and for
+# results that are not booleans. A million flows cost a megabyte here, not a dict.
+PENDING, OK_TRUE, OK_FALSE, OK_VALUE, FAILED, UNKNOWN = range(6)
 
 
 class Job:
-    """Send one method for many flows; sort each flow into ok / failed / unknown."""
+    """Send one method for many flows; sort each flow into ok / failed / unknown.
+
+    ``transform`` turns each result into what the caller keeps (``set_active`` keeps the
+    ``active`` bit of a whole flow); a result it rejects (``ValueError``) is ``failed``.
+    """
 
     def __init__(
         self,
@@ -174,21 +185,71 @@ class Job:
         repeatable: bool,
         max_sends: int,
         report_progress: bool = True,
+        transform: Callable[[Any], Any] | None = None,
     ) -> None:
         self.client = client
         self.method = method
+        self.prefix = f"{method}?flowId="
         self.control = control
         self.repeatable = repeatable
         self.max_sends = max_sends
         self.report_progress = report_progress
-        self.queue: deque[int] = deque(ids)
-        self.ok: dict[int, Any] = {}
-        self.failed: dict[int, B24Error] = {}
-        self.unknown: dict[int, B24Error] = {}
+        self.transform = transform
+        self.ids = ids
+        self.status = bytearray(len(ids))
+        self._values: dict[int, Any] = {}  # position -> a result that is not a bool
+        self._errors: dict[int, B24Error] = {}  # position -> why failed / unknown
+        self._cursor = 0  # positions below it were claimed at least once
+        self._again: deque[int] = deque()  # positions queued to be sent again
         self._resent: dict[int, int] = {}  # sends so far, only for flows sent again
         self._intents = 0  # workers that will claim once admitted
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
+
+    # -- results, in input order --------------------------------------------------------
+
+    def _value(self, position: int) -> Any:
+        code = self.status[position]
+        if code == OK_TRUE:
+            return True
+        if code == OK_FALSE:
+            return False
+        return self._values[position]
+
+    @property
+    def ok(self) -> dict[int, Any]:
+        ids, status = self.ids, self.status
+        return {ids[p]: self._value(p) for p in range(len(ids)) if OK_TRUE <= status[p] <= OK_VALUE}
+
+    @property
+    def failed(self) -> dict[int, B24Error]:
+        return {self.ids[p]: e for p, e in sorted(self._errors.items())
+                if self.status[p] == FAILED}  # fmt: skip
+
+    @property
+    def unknown(self) -> dict[int, B24Error]:
+        return {self.ids[p]: e for p, e in sorted(self._errors.items())
+                if self.status[p] == UNKNOWN}  # fmt: skip
+
+    def fill(
+        self,
+        succeeded: dict[int, Any],
+        failed: dict[int, B24Error],
+        unknown: dict[int, B24Error],
+    ) -> None:
+        """Add every flow to the map it belongs in, in input order."""
+        ids, status, errors = self.ids, self.status, self._errors
+        for position, code in enumerate(status):
+            if code == OK_TRUE:
+                succeeded[ids[position]] = True
+            elif code == OK_FALSE:
+                succeeded[ids[position]] = False
+            elif code == OK_VALUE:
+                succeeded[ids[position]] = self._values[position]
+            elif code == FAILED:
+                failed[ids[position]] = errors[position]
+            elif code == UNKNOWN:
+                unknown[ids[position]] = errors[position]
 
     # -- control ------------------------------------------------------------------------
 
@@ -196,32 +257,38 @@ class Job:
         return self.control.unsent_error()
 
     def interrupt(self) -> None:
-        control = self.control
-
-        self.client._core.interrupts.interrupt(control.unsent_error, self._tasks)
+        self.client._core.interrupts.interrupt(self.control.unsent_error, self._tasks)
         self._notify()
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    def pending(self) -> int:
+        return len(self.ids) - self._cursor + len(self._again)
+
     def claim(self) -> list[int]:
         """Bind up to 50 queued flows to the request that is about to leave."""
-        queue = self.queue
-        take = min(MAX_COMMANDS, len(queue))
         self._intents -= 1
-        return [queue.popleft() for _ in range(take)]
+        again = self._again
+        taken = [again.popleft() for _ in range(min(MAX_COMMANDS, len(again)))]
+        room = MAX_COMMANDS - len(taken)
+        if room:
+            start = self._cursor
+            self._cursor = min(len(self.ids), start + room)
+            taken.extend(range(start, self._cursor))
+        return taken
 
     # -- running ------------------------------------------------------------------------
 
     async def run(self) -> None:
         control = self.control
-        if not self.queue:
+        if not self.pending():
             return
         if control.stopping:
             self._account_unsent()
             return
-        workers = min(self.client.concurrency, -(-len(self.queue) // MAX_COMMANDS))
+        workers = min(self.client.concurrency, -(-self.pending() // MAX_COMMANDS))
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(self._worker()) for _ in range(workers)]
         self._tasks.update(tasks)
@@ -247,14 +314,16 @@ class Job:
         self.control.halt(Stopped("stopped before sending"))
 
     def _account_unsent(self) -> None:
-        if not self.queue:
+        positions = [*self._again, *range(self._cursor, len(self.ids))]
+        if not positions:
             return
         error = self.stopped_error()
-        count = len(self.queue)
-        for flow_id in self.queue:
-            self.failed[flow_id] = error
-        self.queue.clear()
-        self._progress(0, count, 0)
+        for position in positions:
+            self.status[position] = FAILED
+            self._errors[position] = error
+        self._again.clear()
+        self._cursor = len(self.ids)
+        self._progress(0, len(positions), 0)
 
     def _progress(self, ok: int, failed: int, unknown: int) -> None:
         if self.report_progress and (ok or failed or unknown):
@@ -265,8 +334,9 @@ class Job:
         while True:
             if control.halted is not None:
                 return
-            if len(self.queue) <= self._intents * MAX_COMMANDS:
-                if not self.queue and self._intents == 0:
+            pending = self.pending()
+            if pending <= self._intents * MAX_COMMANDS:
+                if not pending and self._intents == 0:
                     self._notify()
                     return
                 await self._changed.wait()
@@ -276,7 +346,7 @@ class Job:
             try:
                 await self._send(claim)
             finally:
-                if claim.ids is None:
+                if claim.positions is None:
                     self._intents -= 1  # never claimed: the intent lapses
                 self._notify()
 
@@ -286,79 +356,99 @@ class Job:
         except B24Error as exc:
             self._fold_error(claim, exc)
         except Exception as exc:  # a bug or an odd failure: never guess what happened
-            if claim.ids is not None:
+            if claim.positions is not None:
                 lost = ResponseLost(f"internal error: {type(exc).__name__}", method=self.method)
                 lost.__cause__ = exc
                 lost.finished = False
-                for flow_id in claim.ids:
-                    self.unknown[flow_id] = lost
-                self._progress(0, 0, len(claim.ids))
+                for position in claim.positions:
+                    self._set_error(position, UNKNOWN, lost)
+                self._progress(0, 0, len(claim.positions))
             self.control.abort(exc)
         else:
-            self._fold(claim.ids or [], result)
+            self._fold(claim.positions or [], claim.ids or [], result)
 
     # -- folding answers ----------------------------------------------------------------
 
-    def _again(self, flow_id: int, error: B24Error) -> bool:
+    def _set_error(self, position: int, code: int, error: B24Error) -> None:
+        self.status[position] = code
+        self._errors[position] = error
+
+    def _set_ok(self, position: int, value: Any) -> bool:
+        if self.transform is not None:
+            try:
+                value = self.transform(value)
+            except ValueError as exc:
+                self._set_error(position, FAILED, ServerError(str(exc), method=self.method))
+                return False
+        if value is True:
+            self.status[position] = OK_TRUE
+        elif value is False:
+            self.status[position] = OK_FALSE
+        else:
+            self.status[position] = OK_VALUE
+            self._values[position] = value
+        return True
+
+    def _resend(self, position: int) -> bool:
         """Queue a flow whose command did not run (or, for reads, was lost) again, within
         its send budget; False when the budget is spent."""
-        sends = self._resent.get(flow_id, 1)
+        sends = self._resent.get(position, 1)
         if sends >= self.max_sends:
             return False
-        self._resent[flow_id] = sends + 1
-        self.queue.append(flow_id)
+        self._resent[position] = sends + 1
+        self._again.append(position)
         return True
 
     def _fold_error(self, claim: _Claim, error: B24Error) -> None:
-        ids = claim.ids
-        if ids is None:
+        positions = claim.positions
+        if positions is None:
             # Withheld before any flow was bound to it: nothing was sent. An error met
             # while waiting (closed, refresh failed, limiter away) meets every request.
             if not isinstance(error, Stopped):
                 self.control.halt(error)
             return
-        ok = failed = unknown = 0
-        if error.may_have_run and not self.repeatable:
-            for flow_id in ids:
-                self.unknown[flow_id] = error
-            unknown = len(ids)
-        else:
-            # A refusal of the whole request already had its retries; a lost read is
-            # sent again within each flow's budget.
-            for flow_id in ids:
-                if error.may_have_run and self._again(flow_id, error):
+        failed = unknown = 0
+        # A refusal of the whole request already had its retries; a lost read is sent
+        # again within each flow's budget.
+        for position in positions:
+            if error.may_have_run:
+                if self.repeatable and self._resend(position):
                     continue
-                if error.may_have_run:
-                    self.unknown[flow_id] = error
-                    unknown += 1
-                else:
-                    self.failed[flow_id] = error
-                    failed += 1
+                self._set_error(position, UNKNOWN, error)
+                unknown += 1
+            else:
+                self._set_error(position, FAILED, error)
+                failed += 1
         if _withheld(error) or is_systemic(error):
             self.control.halt(error)
-        self._progress(ok, failed, unknown)
+        self._progress(0, failed, unknown)
 
-    def _fold(self, ids: list[int], result: BatchResult) -> None:
+    def _fold(self, positions: list[int], ids: list[int], result: BatchResult) -> None:
         ok = failed = unknown = 0
         errors, results = result.errors, result.results
         systemic: B24Error | None = None
-        for flow_id in ids:
+        missing: ServerError | None = None  # one error shared by the batch's missing keys
+        for position, flow_id in zip(positions, ids, strict=True):
             error = errors.get(flow_id)
             if error is None and flow_id in results:
-                self.ok[flow_id] = results[flow_id]
-                ok += 1
+                if self._set_ok(position, results[flow_id]):
+                    ok += 1
+                else:
+                    failed += 1
                 continue
             if error is None:  # in neither map: it may have run
-                error = ServerError("missing from the batch answer", method=self.method)
+                if missing is None:
+                    missing = ServerError("missing from the batch answer", method=self.method)
+                error = missing
             if error.may_have_run:
-                if self.repeatable and self._again(flow_id, error):
+                if self.repeatable and self._resend(position):
                     continue
-                self.unknown[flow_id] = error
+                self._set_error(position, UNKNOWN, error)
                 unknown += 1
-            elif _requeue_refusal(error) and self._again(flow_id, error):
+            elif _requeue_refusal(error) and self._resend(position):
                 continue
             else:
-                self.failed[flow_id] = error
+                self._set_error(position, FAILED, error)
                 failed += 1
                 if systemic is None and is_systemic(error):
                     systemic = error
