@@ -425,3 +425,23 @@ async def test_get_verb_query_string_and_other_verbs() -> None:
             body = await answer.json()
             assert answer.status == 400 and body["error"] == "100"  # decode error swallowed
         assert server.state.activations == {2: 1, 4: 1}
+
+
+async def test_a_farm_serves_one_portal_per_loopback_address() -> None:
+    import aiohttp
+
+    import aiob24flow as b24
+    from aiob24flow.emulator import EmulatorFarm, Portal, PortalConfig
+
+    portals = {f"127.0.1.{k}": Portal(PortalConfig(flows=100, leak=None)) for k in (1, 2, 3)}
+    async with EmulatorFarm(portals) as farm, aiohttp.ClientSession() as session:
+        for k, address in enumerate(farm.portals, 1):
+            async with b24.FlowClient.from_webhook(
+                farm.webhook_url(address), session=session, rate_limit=b24.RateLimit.unlimited()
+            ) as client:
+                report = await client.activate_many(range(1, 10 * k + 1))
+                assert report.ok
+        counts = {a: p.state.activations.total() for a, p in farm.portals.items()}
+        assert counts == {"127.0.1.1": 10, "127.0.1.2": 20, "127.0.1.3": 30}
+        async with session.get(f"http://127.0.1.2:{farm.port}/_emulator/stats") as answer:
+            assert (await answer.json())["requests"] == 1

@@ -20,10 +20,11 @@ from types import TracebackType
 
 from aiohttp import web
 
-from ._app import Portal, resolve
+from ._app import ROUTES_KEY, Portal, resolve
 from ._state import Faults, Flow, PortalConfig, PortalState, User
 
 __all__ = [
+    "EmulatorFarm",
     "EmulatorServer",
     "Faults",
     "Flow",
@@ -158,3 +159,47 @@ async def _listen(
     server = getattr(site, "_server", None)
     sockets = getattr(server, "sockets", None) or []
     return int(sockets[0].getsockname()[1]) if sockets else port
+
+
+class EmulatorFarm:
+    """Many portals in one server process: one portal per loopback address, one port.
+
+    ``EmulatorFarm({"127.0.1.1": Portal(...), "127.0.1.2": Portal(...)})`` listens on each
+    address (all on one port) and routes a request by the address it arrived on, so each
+    portal has its own host, bucket and counters, as separate portals do.
+    """
+
+    def __init__(self, portals: dict[str, Portal], port: int = 0) -> None:
+        if not portals:
+            raise ValueError("portals must not be empty")
+        for address in portals:
+            if not address.startswith("127."):
+                raise ValueError(f"{address}: a farm listens on loopback addresses only")
+        self.portals = portals
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    def webhook_url(self, address: str, user_id: int = 1) -> str:
+        code = self.portals[address].state.webhooks[user_id]
+        return f"http://{address}:{self.port}/rest/{user_id}/{code}/"
+
+    async def start(self) -> EmulatorFarm:
+        first = next(iter(self.portals.values()))
+        app = first.app()
+        app[ROUTES_KEY] = dict(self.portals)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        for address in self.portals:
+            self.port = await _listen(self._runner, address, self.port, None)
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> EmulatorFarm:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

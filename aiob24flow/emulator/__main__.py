@@ -9,7 +9,7 @@ import os
 import sys
 
 from .._argtypes import OneLineParser, count, fraction, non_negative, port, positive
-from . import EmulatorServer, Faults, Portal, PortalConfig
+from . import EmulatorFarm, EmulatorServer, Faults, Portal, PortalConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plain-port", type=port, default=0, help="with --tls: the plain-HTTP port (0: any)"
     )
+    p.add_argument(
+        "--portals",
+        type=count(1, 250),
+        default=1,
+        help="serve N portals on one port, one per loopback address 127.0.1.1 .. 127.0.1.N "
+        "(a request is routed by the address it arrived on)",
+    )
     p.add_argument("--ready-file", help="write the port here once listening (for scripts)")
     return p
 
@@ -85,7 +92,31 @@ def config_from_args(args: argparse.Namespace) -> PortalConfig:
     )
 
 
+async def serve_farm(args: argparse.Namespace) -> None:
+    portals = {f"127.0.1.{k}": Portal(config_from_args(args)) for k in range(1, args.portals + 1)}
+    farm = EmulatorFarm(portals, args.port)
+    try:
+        await farm.start()
+    except OSError as exc:
+        raise SystemExit(
+            f"aiob24flow emulator: error: cannot listen: {exc.strerror or exc}"
+        ) from None
+    print(f"{args.portals} emulated portals on 127.0.1.1-{args.portals}:{farm.port}", flush=True)
+    if args.ready_file:
+        tmp = args.ready_file + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(str(farm.port))
+        os.replace(tmp, args.ready_file)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await farm.stop()
+
+
 async def serve(args: argparse.Namespace) -> None:
+    if args.portals > 1:
+        await serve_farm(args)
+        return
     server = EmulatorServer(
         Portal(config_from_args(args)),
         args.host,

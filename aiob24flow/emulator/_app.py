@@ -26,13 +26,24 @@ from aiohttp import web
 from ._php import is_numeric, json_encode, parse_str, php_truthy, to_php_value
 from ._state import Faults, PortalConfig, PortalState, User
 
-__all__ = ["Portal"]
+__all__ = ["ROUTES_KEY", "Portal", "portal_of"]
 
 _NOT_IN_BATCH = frozenset({"batch", "download", "upload"})
 _FLOW_ACTIONS = {"activate": "activate", "pin": "pin", "get": "get", "isexists": "isExists"}
 _REF = re.compile(r"\$(result|next|total|time|error)((?:\[[^\]\s]*\])*)", re.IGNORECASE)
 
 PORTAL_KEY: web.AppKey[Portal] = web.AppKey("portal")
+# Many portals on one port: the local address a request arrived on picks the portal.
+ROUTES_KEY: web.AppKey[dict[str, Portal]] = web.AppKey("routes")
+
+
+def portal_of(request: web.Request) -> Portal:
+    routes = request.app.get(ROUTES_KEY)
+    if routes and request.transport is not None:
+        sockname = request.transport.get_extra_info("sockname")
+        if sockname and sockname[0] in routes:
+            return routes[sockname[0]]
+    return request.app[PORTAL_KEY]
 
 
 class _Fail(Exception):
@@ -386,7 +397,7 @@ def _authenticate(portal: Portal, request: web.Request, params: dict[Any, Any]) 
 
 
 async def _rest(request: web.Request) -> web.StreamResponse:
-    portal = request.app[PORTAL_KEY]
+    portal = portal_of(request)
     state = portal.state
     config = portal.config
     state.requests += 1
@@ -474,7 +485,7 @@ def _command_methods(method: str | None, params: dict[Any, Any]) -> frozenset[st
 
 async def _stats(request: web.Request) -> web.StreamResponse:
     """What the portal recorded, for benchmarks driving an emulator in another process."""
-    state = request.app[PORTAL_KEY].state
+    state = portal_of(request).state
     body = {
         "requests": state.requests,
         "requests_by_method": dict(state.requests_by_method),
@@ -492,7 +503,7 @@ async def _stats(request: web.Request) -> web.StreamResponse:
 
 
 async def _token_endpoint(request: web.Request) -> web.StreamResponse:
-    portal = request.app[PORTAL_KEY]
+    portal = portal_of(request)
     state = portal.state
     state.token_requests += 1
     params = await _read_params(request)

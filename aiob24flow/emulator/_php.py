@@ -68,74 +68,46 @@ def to_php_value(value: Any) -> Any:
 # json_encode with JSON_HEX_TAG|JSON_HEX_AMP|JSON_HEX_APOS|JSON_HEX_QUOT and
 # JSON_UNESCAPED_UNICODE (protocol.md §1.4): the HEX flags give upper-case hex, "/" is
 # escaped (no JSON_UNESCAPED_SLASHES), and U+2028/U+2029 stay escaped (no
-# JSON_UNESCAPED_LINE_TERMINATORS).
-_ESCAPES = {
-    '"': "\\u0022",
-    "\\": "\\\\",
-    "/": "\\/",
-    "<": "\\u003C",
-    ">": "\\u003E",
-    "&": "\\u0026",
-    "'": "\\u0027",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
-_SPECIAL = re.compile("[\"\\\\/<>&'\x00-\x1f\u2028\u2029]")
+# JSON_UNESCAPED_LINE_TERMINATORS). Built on json.dumps (C) and then fixed up: those
+# characters only ever occur inside strings in JSON text.
+_RAW = str.maketrans(
+    {
+        "/": "\\/",
+        "<": "\\u003C",
+        ">": "\\u003E",
+        "&": "\\u0026",
+        "'": "\\u0027",
+        "\u2028": "\\u2028",
+        "\u2029": "\\u2029",
+    }
+)
+_ESCAPED_QUOTE = re.compile(r'\\\\|\\"')  # "\\" or "\"", scanned left to right
 
 
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
-    return _ESCAPES.get(char) or f"\\u{ord(char):04x}"
-
-
-def _encode(value: Any, out: list[str]) -> None:
-    if isinstance(value, str):
-        out.append('"' + _SPECIAL.sub(_escape, value) + '"')
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif value is None:
-        out.append("null")
-    elif isinstance(value, (int, float)):
-        out.append(json.dumps(value))
-    elif isinstance(value, dict):
+def _jsonable(value: Any) -> Any:
+    """PHP arrays as json_encode sees them: empty -> [], keys 0..n-1 in order -> a list."""
+    if isinstance(value, dict):
         if not value:
-            out.append("[]")  # an empty PHP array
-            return
+            return []
         keys = list(value)
         if keys == list(range(len(keys))):
-            _encode(list(value.values()), out)
-            return
-        out.append("{")
-        for index, (key, item) in enumerate(value.items()):
-            if index:
-                out.append(",")
-            _encode(str(key), out)
-            out.append(":")
-            _encode(item, out)
-        out.append("}")
-    elif isinstance(value, (list, tuple)):
-        out.append("[")
-        for index, item in enumerate(value):
-            if index:
-                out.append(",")
-            _encode(item, out)
-        out.append("]")
-    else:
-        raise TypeError(f"cannot encode {type(value).__name__}")
+            return [_jsonable(v) for v in value.values()]
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _quote(match: re.Match[str]) -> str:
+    return "\\\\" if match.group() == "\\\\" else "\\u0022"
 
 
 def json_encode(value: Any) -> str:
     """PHP ``json_encode`` of a PHP value with Bitrix's flags (``main/lib/web/json.php``)."""
-    out: list[str] = []
-    _encode(value, out)
-    return "".join(out)
+    text = json.dumps(_jsonable(value), ensure_ascii=False, separators=(",", ":"))
+    if '\\"' in text:
+        text = _ESCAPED_QUOTE.sub(_quote, text)
+    return text.translate(_RAW)
 
 
 def is_numeric(value: Any) -> bool:
