@@ -317,6 +317,12 @@ class OAuthAuth:
         if self._store is not None:
             # Another worker may have refreshed (which voids our token): adopt its pair.
             stored = await self._store.read()
+            unchanged = stored.tokens is None or stored.tokens.access_token == stale
+            if unchanged and not isinstance(error, TokenExpired):
+                # A refresh elsewhere voids the token before its holder stores the new
+                # pair: wait for the holder (the lock), then read again.
+                async with self._store.lock() as lease:
+                    stored = await lease.read()
             if stored.tokens is not None and stored.tokens.access_token != stale:
                 self._adopt(stored.tokens)
                 return True

@@ -23,11 +23,13 @@ from ._validate import check_method
 __all__ = [
     "MAX_COMMANDS",
     "BatchResult",
+    "BulkAnswer",
     "Command",
     "Commands",
     "encode_command",
     "normalize_commands",
     "parse_batch",
+    "parse_bulk",
     "php_query",
 ]
 
@@ -200,4 +202,45 @@ def parse_batch(
         out_totals,
         out_nexts,
         dict(top_time),
+    )
+
+
+@attrs.frozen
+class BulkAnswer:
+    """A bulk batch's answer, read only as far as a job needs it (keys are wire keys).
+
+    ``results`` and ``errors`` are the raw members (an error is built only for a key that
+    failed); per-command ``time`` objects are not copied: the last one is enough for the
+    operating budget.
+    """
+
+    results: dict[str, Any]
+    errors: dict[str, Any]
+    method: str
+    last_time: dict[str, Any] | None
+
+    def error(self, key: str) -> B24Error | None:
+        raw = self.errors.get(key)
+        if raw is None:
+            return None
+        if key in self.results:  # in both maps: it may have run
+            return ServerError(
+                "command is in both result and result_error", method=self.method, key=key
+            )
+        return error_from_envelope(raw, status=None, method=self.method, key=key)
+
+
+def parse_bulk(result: Any, method: str) -> BulkAnswer:
+    body = result if isinstance(result, dict) else {}
+    times = body.get("result_time")
+    last: Any = None
+    if isinstance(times, dict) and times:
+        last = next(reversed(times.values()))
+    elif isinstance(times, list) and times:
+        last = times[-1]
+    return BulkAnswer(
+        as_map(body.get("result")),
+        as_map(body.get("result_error")),
+        method,
+        last if isinstance(last, dict) else None,
     )

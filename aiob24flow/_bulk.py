@@ -240,7 +240,7 @@ async def _settle(client: FlowClient, lost: Sequence[B24Error]) -> None:
 async def converge_active(
     client: FlowClient,
     ids: Sequence[int],
-    desired: dict[int, bool],
+    desired: Callable[[int], bool],
     max_sends: int,
     on_progress: ProgressCallback | None,
     stop: asyncio.Event | None,
@@ -249,14 +249,14 @@ async def converge_active(
     result_value: Callable[[int], Any] | None = None,
     states: dict[int, bool] | None = None,
 ) -> BulkReport[Any]:
-    """Bring each flow's ``active`` to ``desired[id]``: read, toggle what differs, and
+    """Bring each flow's ``active`` to ``desired(id)``: read, toggle what differs, and
     after lost answers read again and toggle only what is still wrong.
 
     Each flow is toggled at most ``max_sends`` times; rounds go on while any flow is
     unsettled and within that budget. ``states`` skips the first read.
     """
     control = Control(len(ids), stop, on_progress)
-    value = result_value or (lambda flow_id: desired[flow_id])
+    value = result_value or desired
     succeeded: dict[int, Any] = {}
     failed: dict[int, B24Error] = {}
     unknown: dict[int, B24Error] = {}
@@ -277,7 +277,7 @@ async def converge_active(
             later = []
             settled = 0
             for flow_id, state in reread.ok.items():
-                if state == desired[flow_id]:
+                if state == desired(flow_id):
                     # The lost toggle took effect (and it cannot run twice).
                     succeeded[flow_id] = value(flow_id)
                     changed.add(flow_id)
@@ -306,17 +306,17 @@ async def converge_active(
         else:
             known = states
         if dry_run:
-            changed.update(i for i, state in known.items() if state != desired[i])
+            changed.update(i for i, state in known.items() if state != desired(i))
             succeeded.update(known)
             return
         sends: dict[int, int] = {}
         lost: dict[int, B24Error] = {}
-        check = {i: known[i] for i in ids if i in known}
+        check = known  # in input order already; dropped once classified
         while check and not control.stopping:
             wrong = []
             settled = 0
             for flow_id, state in check.items():
-                if state == desired[flow_id]:
+                if state == desired(flow_id):
                     succeeded[flow_id] = value(flow_id)
                     settled += 1
                 elif sends.get(flow_id, 0) >= max_sends:
@@ -327,6 +327,7 @@ async def converge_active(
                 else:
                     wrong.append(flow_id)
             control.add(settled, 0, 0)
+            check = known = {}  # the states of a million flows are not needed any more
             if not wrong:
                 break
             for flow_id in wrong:
@@ -361,12 +362,12 @@ async def toggle_verified(
     if snapshot is None or control.halted is not None:
         unread = {} if snapshot is None else {**snapshot.failed, **snapshot.unknown}
         return _report(ids, {}, unread, {}, control=control)
-    desired = {flow_id: not state for flow_id, state in snapshot.ok.items()}
-    readable = [i for i in ids if i in desired]
+    before = snapshot.ok
+    readable = [i for i in ids if i in before]
     report = await converge_active(
         client,
         readable,
-        desired,
+        lambda flow_id: not before[flow_id],
         client._options.retry.attempts,
         on_progress,
         stop,

@@ -38,7 +38,7 @@ from ._auth import (
     WebhookAuth,
     is_loopback,
 )
-from ._batch import BatchResult, Commands, normalize_commands, parse_batch
+from ._batch import BatchResult, BulkAnswer, Commands, normalize_commands, parse_batch, parse_bulk
 from ._control import Interrupts
 from ._envelope import Envelope, parse_response
 from ._errors import (
@@ -592,12 +592,18 @@ class FlowClient:
                 core.stats.unknown_outcomes += 1
             raise failure
 
-    async def _send_claim(self, claim: Outgoing, method: str) -> BatchResult:
+    async def _send_claim(self, claim: Outgoing, method: str) -> BulkAnswer:
         """One batch of a bulk job (``_job._Claim``): the flows are bound at send time."""
         envelope = await self._request("batch", claim, ("batch", method))
-        ids: list[int] = claim.ids  # type: ignore[attr-defined]
-        keys: list[str] = claim.keys  # type: ignore[attr-defined]
-        return self._fold_batch(envelope, keys, [method] * len(keys), ids)
+        answer = parse_bulk(envelope.result, method)
+        budget = self._core.budget
+        if answer.last_time is not None:
+            budget.observe(method, answer.last_time)
+        for raw in answer.errors.values():
+            if isinstance(raw, dict) and raw.get("error") == "OPERATION_TIME_LIMIT":
+                budget.refused(OperationTimeLimit("blocked", method=method))
+                break  # once per answer: the method is held either way
+        return answer
 
     # -- single calls -------------------------------------------------------------------
 
@@ -749,10 +755,9 @@ class FlowClient:
         check_bool(active, "active")
         check_bool(dry_run, "dry_run")
         rounds = _check_rounds(max_rounds)
-        desired = dict.fromkeys(flow_ids, active)
         _check_controls(on_progress, stop)
         return await _bulk.converge_active(
-            self, flow_ids, desired, rounds, on_progress, stop, dry_run=dry_run
+            self, flow_ids, lambda _: active, rounds, on_progress, stop, dry_run=dry_run
         )
 
     async def set_pinned(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from . import _json
-from ._batch import MAX_COMMANDS, BatchResult
+from ._batch import MAX_COMMANDS, BulkAnswer
 from ._errors import (
     B24Error,
     BatchCommandError,
@@ -365,7 +365,7 @@ class Job:
                 self._progress(0, 0, len(claim.positions))
             self.control.abort(exc)
         else:
-            self._fold(claim.positions or [], claim.ids or [], result)
+            self._fold(claim.positions or [], claim.keys, result)
 
     # -- folding answers ----------------------------------------------------------------
 
@@ -423,15 +423,15 @@ class Job:
             self.control.halt(error)
         self._progress(0, failed, unknown)
 
-    def _fold(self, positions: list[int], ids: list[int], result: BatchResult) -> None:
+    def _fold(self, positions: list[int], keys: list[str], answer: BulkAnswer) -> None:
         ok = failed = unknown = 0
-        errors, results = result.errors, result.results
+        results, raw_errors = answer.results, answer.errors
         systemic: B24Error | None = None
         missing: ServerError | None = None  # one error shared by the batch's missing keys
-        for position, flow_id in zip(positions, ids, strict=True):
-            error = errors.get(flow_id)
-            if error is None and flow_id in results:
-                if self._set_ok(position, results[flow_id]):
+        for position, key in zip(positions, keys, strict=True):
+            error = answer.error(key) if raw_errors and key in raw_errors else None
+            if error is None and key in results:
+                if self._set_ok(position, results[key]):
                     ok += 1
                 else:
                     failed += 1

@@ -250,8 +250,13 @@ async def test_four_processes_refresh_once_per_expiry(
         assert json.loads(out)["summary"]["succeeded"] == 2500
     assert all(server.state.activations[i] == 1 for i in range(1, 10_001))
     assert server.state.rejected_refreshes == 0  # no invalid_grant: nobody sent a spent token
+    # Every token but the last lived its full lifetime, so there were at most
+    # elapsed / lifetime expiries, and one refresh per expiry: four workers refreshing on
+    # their own would show four times as many. (A worker learns of a fractional lifetime
+    # only from the 401, so a cycle can be a little longer than the lifetime.)
     expiries = elapsed / lifetime
-    assert expiries - 1 <= server.state.refreshes <= expiries + 1, (server.state.refreshes, elapsed)
+    refreshes = server.state.refreshes
+    assert expiries / 1.5 - 1 <= refreshes <= expiries + 1, (refreshes, elapsed)
 
 
 async def test_two_cli_runs_on_one_token_file_refresh_once(tmp_path: Path) -> None:
