@@ -16,13 +16,24 @@ re-sent nor reported.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
 from ._errors import B24Error, BulkAborted, ServerError, Stopped
-from ._job import Control, Job, Progress, ProgressCallback
+from ._job import (
+    FAILED,
+    OK_FALSE,
+    OK_TRUE,
+    OK_VALUE,
+    UNKNOWN,
+    Control,
+    Job,
+    Progress,
+    ProgressCallback,
+)
 from ._methods import ACTIVATE, GET, PIN
 
 if TYPE_CHECKING:
@@ -237,6 +248,9 @@ async def _settle(client: FlowClient, lost: Sequence[B24Error]) -> None:
             await client._pause(settle)
 
 
+_OPEN, _SUCCEEDED, _FAILED, _UNKNOWN = range(4)
+
+
 async def converge_active(
     client: FlowClient,
     ids: Sequence[int],
@@ -254,100 +268,172 @@ async def converge_active(
 
     Each flow is toggled at most ``max_sends`` times; rounds go on while any flow is
     unsettled and within that budget. ``states`` skips the first read.
-    """
-    control = Control(len(ids), stop, on_progress)
-    value = result_value or desired
-    succeeded: dict[int, Any] = {}
-    failed: dict[int, B24Error] = {}
-    unknown: dict[int, B24Error] = {}
-    changed: set[int] = set()
-    limit = client._options.timeout.portal_limit
 
-    async def read_back(lost: dict[int, B24Error]) -> dict[int, bool]:
+    What is kept per flow is a byte (its outcome) and a bit of state; maps hold only the
+    flows with an error or a lost answer, so a million flows cost about as much as the
+    report itself.
+    """
+    n = len(ids)
+    control = Control(n, stop, on_progress)
+    value = result_value or desired
+    outcome = bytearray(n)  # _OPEN / _SUCCEEDED / _FAILED / _UNKNOWN per position
+    changed = bytearray(n)
+    errors: dict[int, B24Error] = {}  # position -> why failed / unknown
+    lost: dict[int, B24Error] = {}  # position -> the error of its lost toggle
+    sends: dict[int, int] = {}  # position -> toggles sent, once more than one
+    limit = client._options.timeout.portal_limit
+    read_states = bytearray()  # the first read: OK_TRUE / OK_FALSE per position
+
+    def settle(position: int, code: int, error: B24Error | None = None) -> None:
+        outcome[position] = code
+        if error is not None:
+            errors[position] = error
+
+    async def read(positions: Sequence[int]) -> Job:
+        subset = ids if len(positions) == n else [ids[p] for p in positions]
+        return await _run(client, GET, subset, control, repeatable=True,
+                          report_progress=False, transform=_active_of)  # fmt: skip
+
+    async def read_back(positions: list[int]) -> list[tuple[int, bool]]:
         """Settle flows whose toggle was lost; return the trusted wrong states."""
-        errors = list(lost.values())
-        await _settle(client, errors)
-        pending = list(lost)
-        wrong: dict[int, bool] = {}
+        await _settle(client, [lost[p] for p in positions])
+        wrong: list[tuple[int, bool]] = []
         waited = False  # once slept until the lost requests must be done, reads are proof
+        pending = positions
         while pending and not control.stopping:
-            reread = await _read_active(client, pending, control)
-            for flow_id in (*reread.failed, *reread.unknown):
-                unknown[flow_id] = lost[flow_id]
+            job = await read(pending)
             later = []
-            settled = 0
-            for flow_id, state in reread.ok.items():
-                if state == desired(flow_id):
+            settled = unsettled = 0
+            for j, position in enumerate(pending):
+                code = job.status[j]
+                if code not in (OK_TRUE, OK_FALSE):
+                    settle(position, _UNKNOWN, lost[position])
+                    unsettled += 1
+                    continue
+                state = code == OK_TRUE
+                if state == desired(ids[position]):
                     # The lost toggle took effect (and it cannot run twice).
-                    succeeded[flow_id] = value(flow_id)
-                    changed.add(flow_id)
+                    settle(position, _SUCCEEDED)
+                    changed[position] = 1
                     settled += 1
-                elif not waited and _wait_until([lost[flow_id]], limit) is not None:
-                    later.append(flow_id)  # its lost request may still run: wait for it
+                elif not waited and _wait_until([lost[position]], limit) is not None:
+                    later.append(position)  # its lost request may still run: wait for it
                 else:
-                    wrong[flow_id] = state
-            control.add(settled, 0, len(reread.failed) + len(reread.unknown))
+                    wrong.append((position, state))
+            control.add(settled, 0, unsettled)
             pending = later
             if pending:
-                await _sleep_until(client, _wait_until([lost[i] for i in pending], limit))
+                await _sleep_until(client, _wait_until([lost[p] for p in pending], limit))
                 waited = True
-        for flow_id in pending:  # stopped while waiting for the portal
-            unknown[flow_id] = lost[flow_id]
+        for position in pending:  # stopped while waiting for the portal
+            settle(position, _UNKNOWN, lost[position])
         return wrong
 
-    async def run() -> None:
-        if states is None:
-            read = await _read_active(client, ids, control)
-            # Never read, so never toggled: not applied.
-            failed.update(read.failed)
-            failed.update(read.unknown)
-            control.add(0, len(read.failed) + len(read.unknown), 0)
-            known = read.ok
-        else:
-            known = states
-        if dry_run:
-            changed.update(i for i, state in known.items() if state != desired(i))
-            succeeded.update(known)
+    def first_states() -> Iterator[tuple[int, bool]]:
+        if states is not None:
+            for position, flow_id in enumerate(ids):
+                yield position, states[flow_id]
             return
-        sends: dict[int, int] = {}
-        lost: dict[int, B24Error] = {}
-        check = known  # in input order already; dropped once classified
-        while check and not control.stopping:
-            wrong = []
+        for position, code in enumerate(read_states):
+            if code in (OK_TRUE, OK_FALSE):
+                yield position, code == OK_TRUE
+
+    async def run() -> None:
+        nonlocal read_states
+        if states is None:
+            job = await read(range(n))
+            for position, error in job._errors.items():
+                settle(position, _FAILED, error)  # never read, so never toggled
+            control.add(0, len(job._errors), 0)
+            read_states = job.status
+        if dry_run:
+            for position, state in first_states():
+                settle(position, _SUCCEEDED)
+                changed[position] = state != desired(ids[position])
+            return
+        check: Iterable[tuple[int, bool]] = first_states()
+        sent_once = False
+        while not control.stopping:
+            wrong = array("q")
             settled = 0
-            for flow_id, state in check.items():
-                if state == desired(flow_id):
-                    succeeded[flow_id] = value(flow_id)
+            for position, state in check:
+                if state == desired(ids[position]):
+                    settle(position, _SUCCEEDED)
                     settled += 1
-                elif sends.get(flow_id, 0) >= max_sends:
-                    unknown[flow_id] = lost.get(flow_id) or ServerError(
-                        "did not converge", method=ACTIVATE
-                    )
+                elif sends.get(position, 1 if sent_once else 0) >= max_sends:
+                    error = lost.get(position) or ServerError("did not converge", method=ACTIVATE)
+                    settle(position, _UNKNOWN, error)
                     settled += 1
                 else:
-                    wrong.append(flow_id)
+                    wrong.append(position)
             control.add(settled, 0, 0)
-            check = known = {}  # the states of a million flows are not needed any more
             if not wrong:
                 break
-            for flow_id in wrong:
-                sends[flow_id] = sends.get(flow_id, 0) + 1
-            sent = await _run(client, ACTIVATE, wrong, control, max_sends=1, report_progress=False)
-            for flow_id in sent.ok:
-                succeeded[flow_id] = value(flow_id)
-                changed.add(flow_id)
-            failed.update(sent.failed)
-            control.add(len(sent.ok), len(sent.failed), 0)
-            if not sent.unknown:
+            if sent_once:  # the first round sends each wrong flow once: no map for that
+                for position in wrong:
+                    sends[position] = sends.get(position, 1) + 1
+            sent_once = True
+            job = await _run(client, ACTIVATE, [ids[p] for p in wrong], control,
+                             max_sends=1, report_progress=False)  # fmt: skip
+            newly_lost: list[int] = []
+            ok = failed = 0
+            for j, position in enumerate(wrong):
+                code = job.status[j]
+                if code in (OK_TRUE, OK_FALSE, OK_VALUE):
+                    settle(position, _SUCCEEDED)
+                    changed[position] = 1
+                    ok += 1
+                elif code == FAILED:
+                    settle(position, _FAILED, job._errors[j])
+                    failed += 1
+                elif code == UNKNOWN:
+                    lost[position] = job._errors[j]
+                    newly_lost.append(position)
+            control.add(ok, failed, 0)
+            if not newly_lost:
                 break
-            lost.update(sent.unknown)
             if control.stopping:
-                unknown.update(sent.unknown)
+                for position in newly_lost:
+                    settle(position, _UNKNOWN, lost[position])
                 break
-            check = await read_back(sent.unknown)
+            check = await read_back(newly_lost)
 
     await _guarded(control, run)
-    return _report(ids, succeeded, failed, unknown, changed, control)
+    succeeded: dict[int, Any] = {}
+    failed_map: dict[int, B24Error] = {}
+    unknown_map: dict[int, B24Error] = {}
+    unsent: B24Error | None = None
+    for position, code in enumerate(outcome):
+        flow_id = ids[position]
+        if code == _SUCCEEDED:
+            if dry_run:
+                succeeded[flow_id] = (
+                    states[flow_id] if states is not None else read_states[position] == OK_TRUE
+                )
+            else:
+                succeeded[flow_id] = value(flow_id)
+        elif code == _FAILED:
+            failed_map[flow_id] = errors[position]
+        elif code == _UNKNOWN:
+            unknown_map[flow_id] = errors[position]
+        elif position in lost:  # the job ended while its lost toggle was unsettled
+            unknown_map[flow_id] = lost[position]
+        else:  # never sent: the job ended first
+            if unsent is None:
+                unsent = (
+                    control.unsent_error()
+                    if control.halted is not None
+                    else (ServerError("aiob24flow lost track of this flow"))
+                )
+            failed_map[flow_id] = unsent
+    changed_ids = tuple(ids[p] for p in range(n) if changed[p])
+    report: BulkReport[Any] = BulkReport(succeeded, failed_map, unknown_map, changed_ids)
+    if control.aborted is not None:
+        error = control.aborted
+        raise BulkAborted(
+            f"bulk job aborted by {type(error).__name__}: {error}", report=report
+        ) from error
+    return report
 
 
 async def toggle_verified(
