@@ -110,8 +110,18 @@ def fast_available() -> bool:
     return True
 
 
+def uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def scaling(sizes: list[int]) -> None:
     ops = ["activate_many", "set_active", "get_many"]
+    if uvloop_available():
+        ops.append("activate_many+uvloop")
     if fast_available():
         ops.append("fast_bitrix24")
     rows: dict[tuple[str, int], dict[str, Any]] = {}
@@ -121,21 +131,24 @@ def scaling(sizes: list[int]) -> None:
                 row = run_measure(op, n, port)
             rows[op, n] = row
             print(
-                f"{op:<14} N={n:>8} cpu/flow={row['cpu'] / n * 1e6:6.1f}us "
+                f"{op:<20} N={n:>8} cpu/flow={row['cpu'] / n * 1e6:6.1f}us "
                 f"peak/flow={row['peak_growth'] / n:7.0f}B elapsed={row['elapsed']:7.2f}s "
                 f"ok={row['ok']}",
                 flush=True,
             )
         if fast_available():
-            ratio = rows["activate_many", n]["cpu"] / rows["fast_bitrix24", n]["cpu"]
-            print(f"{'':<14} N={n:>8} cpu aiob24flow / fast_bitrix24 = {ratio:.2f}", flush=True)
+            fast = rows["fast_bitrix24", n]["cpu"]
+            text = f"cpu aiob24flow / fast_bitrix24 = {rows['activate_many', n]['cpu'] / fast:.2f}"
+            if uvloop_available():
+                text += f" (uvloop: {rows['activate_many+uvloop', n]['cpu'] / fast:.2f})"
+            print(f"{'':<20} N={n:>8} {text}", flush=True)
     small, large = min(sizes), max(sizes)
     if small != large:
         for op in ops:
             a, b = rows[op, small], rows[op, large]
             cpu = (b["cpu"] / large) / (a["cpu"] / small)
             mem = (b["peak_growth"] / large) / max(1.0, a["peak_growth"] / small)
-            print(f"{op:<14} per-flow cost at {large} / at {small}: cpu x{cpu:.2f}, "
+            print(f"{op:<20} per-flow cost at {large} / at {small}: cpu x{cpu:.2f}, "
                   f"memory x{mem:.2f}")  # fmt: skip
 
 
@@ -205,7 +218,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.measure:
         op, n, port = args.measure
-        print(json.dumps(asyncio.run(measure(op, int(n), port))))
+        if op.endswith("+uvloop"):
+            import uvloop
+
+            result = uvloop.run(measure(op.removesuffix("+uvloop"), int(n), port))
+            result["op"] = op
+        else:
+            result = asyncio.run(measure(op, int(n), port))
+        print(json.dumps(result))
         return
     print(f"python {sys.version.split()[0]}, aiob24flow {b24.__version__}, "
           f"{os.cpu_count()} cpus", flush=True)  # fmt: skip
