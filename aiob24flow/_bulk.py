@@ -109,6 +109,16 @@ async def _run(
     return job
 
 
+def _finish(report: BulkReport[Any], control: Control) -> BulkReport[Any]:
+    """The report, or ``BulkAborted`` carrying it when an exception ended the operation."""
+    error = control.aborted
+    if error is not None:
+        raise BulkAborted(
+            f"bulk job aborted by {type(error).__name__}: {error}", report=report
+        ) from error
+    return report
+
+
 def _job_report(job: Job, control: Control) -> BulkReport[Any]:
     """A job that covered every input flow, straight into a report (input order)."""
     succeeded: dict[int, Any] = {}
@@ -116,12 +126,7 @@ def _job_report(job: Job, control: Control) -> BulkReport[Any]:
     unknown: dict[int, B24Error] = {}
     job.fill(succeeded, failed, unknown)
     report: BulkReport[Any] = BulkReport(succeeded, failed, unknown)
-    if control.aborted is not None:
-        error = control.aborted
-        raise BulkAborted(
-            f"bulk job aborted by {type(error).__name__}: {error}", report=report
-        ) from error
-    return report
+    return _finish(report, control)
 
 
 def _report(
@@ -157,12 +162,7 @@ def _report(
             out_failed[flow_id] = unsent
     changed_ids = tuple(i for i in ids if changed and i in changed)
     report = BulkReport(out_ok, out_failed, out_unknown, changed_ids)
-    if control is not None and control.aborted is not None:
-        error = control.aborted
-        raise BulkAborted(
-            f"bulk job aborted by {type(error).__name__}: {error}", report=report
-        ) from error
-    return report
+    return report if control is None else _finish(report, control)
 
 
 async def _guarded(control: Control, run: Callable[[], Any]) -> Any:
@@ -428,12 +428,7 @@ async def converge_active(
             failed_map[flow_id] = unsent
     changed_ids = tuple(ids[p] for p in range(n) if changed[p])
     report: BulkReport[Any] = BulkReport(succeeded, failed_map, unknown_map, changed_ids)
-    if control.aborted is not None:
-        error = control.aborted
-        raise BulkAborted(
-            f"bulk job aborted by {type(error).__name__}: {error}", report=report
-        ) from error
-    return report
+    return _finish(report, control)
 
 
 async def toggle_verified(

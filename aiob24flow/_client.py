@@ -61,7 +61,7 @@ from ._redis import RedisBucket
 from ._retry import RetryPolicy, retrying, should_retry
 from ._stats import Stats
 from ._store import TokenStore
-from ._transport import DEFAULT_MAX_RESPONSE, AiohttpTransport, RawResponse, Timeout, Transport
+from ._transport import DEFAULT_MAX_RESPONSE, AiohttpTransport, Timeout, Transport
 from ._validate import check_bool, check_flow_id, check_flow_ids, check_method, check_number
 
 __all__ = ["ACTIVATE", "GET", "JSON", "PIN", "FlowClient"]
@@ -223,23 +223,21 @@ class FlowClient:
         real_sleep: Sleep = sleep or asyncio.sleep
         check_bool(trust_env, "trust_env")
         options = _Options(retry or RetryPolicy(), timeout or Timeout(), concurrency)
-        # A throwaway transport lets make_auth validate the URL before ssl= is judged.
         tx: AiohttpTransport | Transport
         if transport is not None:
             tx = transport
             auth = make_auth(tx, options.timeout, real_sleep)
         else:
-            holder = _LateTransport()
-            auth = make_auth(holder, options.timeout, real_sleep)
             tx = AiohttpTransport(
                 session,
                 connections=concurrency,
                 max_response=max_response_size,
-                ssl=_ssl_option(ssl, auth.origin),
                 proxy=_proxy_option(proxy),
                 trust_env=trust_env,
             )
-            holder.target = tx
+            auth = make_auth(tx, options.timeout, real_sleep)
+            # Judged after the auth has parsed the portal's URL: ssl=False needs loopback.
+            tx.use_ssl(_ssl_option(ssl, auth.origin))
         chosen = _make_limiter(auth.origin, rate_limit, limiter)
         if sleep is not None and isinstance(chosen, RedisBucket):
             # A Redis bucket belongs to this client and sleeps with its sleep; the
@@ -785,18 +783,6 @@ class FlowClient:
 
 
 SSLOption = Union[ssl_.SSLContext, str, "os.PathLike[str]", bool, None]
-
-
-class _LateTransport:
-    """Stands in for the transport while the auth object is built (it only stores it)."""
-
-    target: Transport | None = None
-
-    async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout
-    ) -> RawResponse:
-        assert self.target is not None
-        return await self.target.post(url, body, headers, timeout)
 
 
 def _ssl_option(value: object, origin: str) -> ssl_.SSLContext | bool | None:

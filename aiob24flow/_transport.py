@@ -107,14 +107,11 @@ class AiohttpTransport:
         *,
         connections: int = 100,
         max_response: int = DEFAULT_MAX_RESPONSE,
-        ssl: ssl_.SSLContext | bool | None = None,
         proxy: str | None = None,
         trust_env: bool = False,
     ) -> None:
         self._session = session
         self._extra: dict[str, object] = {}
-        if ssl is not None:
-            self._extra["ssl"] = ssl
         if proxy is not None:
             self._extra["proxy"] = proxy
         self._trust_env = trust_env
@@ -142,6 +139,13 @@ class AiohttpTransport:
         elif self._session.closed:
             raise ClientClosed("the aiohttp session used by the client is closed")
         return self._session
+
+    def use_ssl(self, ssl: ssl_.SSLContext | bool | None) -> None:
+        """The TLS option for every request (None: verify against the system's CAs)."""
+        if ssl is None:
+            self._extra.pop("ssl", None)
+        else:
+            self._extra["ssl"] = ssl
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout

@@ -16,7 +16,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import attrs
 
@@ -218,14 +218,7 @@ def _rate_limit(args: argparse.Namespace) -> RateLimit:
     if args.redis:
         from ._redis import RedisLimiter
 
-        try:
-            backend = RedisLimiter(args.redis)
-        except ImportError:
-            raise UsageError(
-                "--redis needs the redis package: pip install 'aiob24flow[redis]'"
-            ) from None
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"bad --redis URL: {_oneline(exc)}") from None
+        backend = _with_redis("--redis", lambda: RedisLimiter(args.redis))
     try:
         return RateLimit(
             burst=args.burst if args.burst is not None else limit.burst,
@@ -235,6 +228,21 @@ def _rate_limit(args: argparse.Namespace) -> RateLimit:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+T = TypeVar("T")
+
+
+def _with_redis(option: str, make: Callable[[], T]) -> T:
+    """Build what ``option`` names; a missing package or a bad URL is a usage error."""
+    try:
+        return make()
+    except ImportError:
+        raise UsageError(
+            f"{option} needs the redis package: pip install 'aiob24flow[redis]'"
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad {option} URL: {_oneline(exc)}") from None
 
 
 class _CliFileStore(FileTokenStore):
@@ -257,14 +265,7 @@ def _token_store(args: argparse.Namespace, file: TokenFile) -> TokenStore:
     with ``--oauth-redis URL``: a Redis hash under ``--oauth-key`` (seeded from FILE)."""
     if not args.oauth_redis:
         return _CliFileStore(file)
-    try:
-        return RedisTokenStore(args.oauth_redis, args.oauth_key)
-    except ImportError:
-        raise UsageError(
-            "--oauth-redis needs the redis package: pip install 'aiob24flow[redis]'"
-        ) from None
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad --oauth-redis URL: {_oneline(exc)}") from None
+    return _with_redis("--oauth-redis", lambda: RedisTokenStore(args.oauth_redis, args.oauth_key))
 
 
 def make_client(args: argparse.Namespace, store: TokenFile | None = None) -> FlowClient:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import Awaitable, Callable
 
 from .._argtypes import OneLineParser, count, fraction, non_negative, port, positive
 from . import EmulatorFarm, EmulatorServer, Faults, Portal, PortalConfig
@@ -102,15 +103,7 @@ async def serve_farm(args: argparse.Namespace) -> None:
             f"aiob24flow emulator: error: cannot listen: {exc.strerror or exc}"
         ) from None
     print(f"{args.portals} emulated portals on 127.0.1.1-{args.portals}:{farm.port}", flush=True)
-    if args.ready_file:
-        tmp = args.ready_file + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(str(farm.port))
-        os.replace(tmp, args.ready_file)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await farm.stop()
+    await _serve_until_stopped(args, farm.port, farm.stop)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -138,15 +131,22 @@ async def serve(args: argparse.Namespace) -> None:
     # The emulator's own fixed test credentials, printed so a person can connect.
     print(f"  webhook (admin): {server.webhook_url(1)}", flush=True)
     print(f"  webhook (user 2, not admin): {server.webhook_url(2)}", flush=True)
+    await _serve_until_stopped(args, server.port, server.stop)
+
+
+async def _serve_until_stopped(
+    args: argparse.Namespace, port: int, stop: Callable[[], Awaitable[None]]
+) -> None:
+    """Tell scripts the port (``--ready-file``, written atomically), then serve."""
     if args.ready_file:
         tmp = args.ready_file + ".tmp"
         with open(tmp, "w") as fh:
-            fh.write(str(server.port))
+            fh.write(str(port))
         os.replace(tmp, args.ready_file)
     try:
         await asyncio.Event().wait()
     finally:
-        await server.stop()
+        await stop()
 
 
 def main(argv: list[str] | None = None) -> int:
