@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+import aiob24flow as b24
 from aiob24flow.emulator import EmulatorServer, Faults, Portal, PortalConfig
 
 UNLIMITED = {"leak": None}
@@ -68,8 +69,39 @@ class FakeClock:
         self.sleeps.append(seconds)
 
 
+def tokens_of(body: dict[str, Any], *, expires_at: float | None = None) -> b24.OAuthTokens:
+    return b24.OAuthTokens(body["access_token"], body["refresh_token"], expires_at=expires_at)
+
+
+def due_tokens(server: EmulatorServer) -> tuple[dict[str, Any], b24.OAuthTokens]:
+    """A freshly issued pair the client will refresh before its first call."""
+    issued = server.state.issue_tokens()
+    return issued, tokens_of(issued, expires_at=1.0)
+
+
+def oauth_client(
+    server: EmulatorServer, tokens: b24.OAuthTokens | None, **kwargs: Any
+) -> b24.FlowClient:
+    """A client of the emulator's OAuth app (no pacing, no real sleeps unless given)."""
+    kwargs.setdefault("rate_limit", b24.RateLimit.unlimited())
+    kwargs.setdefault("sleep", no_sleep)
+    kwargs.setdefault("client_id", server.portal.config.client_id)
+    kwargs.setdefault("client_secret", server.portal.config.client_secret)
+    return b24.FlowClient.from_oauth(
+        server.oauth_endpoint, tokens, token_url=server.token_url, **kwargs
+    )
+
+
 async def no_sleep(seconds: float) -> None:
     """For tests: retries and limiter waits take no real time."""
 
 
-__all__ = ["FakeClock", "Faults", "no_sleep", "serve"]
+__all__ = [
+    "FakeClock",
+    "Faults",
+    "due_tokens",
+    "no_sleep",
+    "oauth_client",
+    "serve",
+    "tokens_of",
+]

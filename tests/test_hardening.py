@@ -17,7 +17,7 @@ from aiob24flow._operating import MAX_WAIT, OperatingBudget
 from aiob24flow._redact import redact
 from aiob24flow._transport import RawResponse
 from aiob24flow.emulator import Faults
-from tests.conftest import FakeClock, no_sleep, serve
+from tests.conftest import FakeClock, due_tokens, oauth_client, serve
 
 
 async def serve_app(handler: web.RequestHandler) -> tuple[web.AppRunner, str]:  # type: ignore[type-arg]
@@ -174,17 +174,8 @@ async def test_a_token_echoed_by_the_oauth_server_is_masked(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiob24flow")
     async with serve(flows=5, faults=Faults(token_faults=["echo"])) as server:
-        issued = server.state.issue_tokens()
-        tokens = b24.OAuthTokens(issued["access_token"], issued["refresh_token"], expires_at=1.0)
-        async with b24.FlowClient.from_oauth(
-            server.oauth_endpoint,
-            tokens,
-            client_id=server.portal.config.client_id,
-            client_secret=server.portal.config.client_secret,
-            token_url=server.token_url,
-            rate_limit=b24.RateLimit.unlimited(),
-            sleep=no_sleep,
-        ) as client:
+        issued, tokens = due_tokens(server)
+        async with oauth_client(server, tokens) as client:
             with pytest.raises(b24.RefreshFailed) as info:
                 await client.activate(1)
     secret = issued["refresh_token"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import aiob24flow as b24
-from tests.conftest import no_sleep, serve
+from tests.conftest import due_tokens, no_sleep, oauth_client, serve
 
 pytest.importorskip("trustme")
 
@@ -111,17 +111,8 @@ async def test_ssl_false_only_for_loopback() -> None:
 
 async def test_oauth_over_tls_refreshes_and_toggles() -> None:
     async with serve(flows=50, tls=True) as server:
-        issued = server.state.issue_tokens()
-        tokens = b24.OAuthTokens(issued["access_token"], issued["refresh_token"], expires_at=1.0)
-        async with b24.FlowClient.from_oauth(
-            server.oauth_endpoint,
-            tokens,
-            client_id=server.portal.config.client_id,
-            client_secret=server.portal.config.client_secret,
-            token_url=server.token_url,
-            ssl=server.ssl_context(),
-            rate_limit=b24.RateLimit.unlimited(),
-        ) as client:
+        _, tokens = due_tokens(server)
+        async with oauth_client(server, tokens, ssl=server.ssl_context()) as client:
             report = await client.activate_many(range(1, 51))
         assert report.ok and server.state.refreshes == 1
         assert client.tokens is not None and client.tokens.client_endpoint == (

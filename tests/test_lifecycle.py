@@ -10,7 +10,7 @@ import pytest
 
 import aiob24flow as b24
 from aiob24flow.emulator import Faults
-from tests.conftest import no_sleep, serve
+from tests.conftest import due_tokens, no_sleep, oauth_client, serve
 
 # Every test here runs against the plain and the TLS emulator.
 pytestmark = pytest.mark.usefixtures("both_schemes")
@@ -180,17 +180,8 @@ async def test_aclose_during_a_bulk_job_reports_unsent_flows_as_closed() -> None
 async def test_lost_refresh_reports_never_sent_flows_failed_not_unknown() -> None:
     faults = Faults(token_faults=["error_after"])  # the grant is spent, the answer a 500
     async with serve(flows=500, faults=faults) as server:
-        issued = server.state.issue_tokens()
-        tokens = b24.OAuthTokens(issued["access_token"], issued["refresh_token"], expires_at=1.0)
-        async with b24.FlowClient.from_oauth(
-            server.oauth_endpoint,
-            tokens,
-            client_id=server.portal.config.client_id,
-            client_secret=server.portal.config.client_secret,
-            token_url=server.token_url,
-            rate_limit=b24.RateLimit.unlimited(),
-            sleep=no_sleep,
-        ) as client:
+        _, tokens = due_tokens(server)
+        async with oauth_client(server, tokens) as client:
             report = await client.activate_many(range(1, 501))
     assert not report.succeeded and not report.unknown and len(report.failed) == 500
     for error in report.failed.values():
@@ -204,16 +195,8 @@ async def test_lost_refresh_reports_never_sent_flows_failed_not_unknown() -> Non
 async def test_token_answer_without_refresh_token_stops_the_client() -> None:
     faults = Faults(token_faults=["no_refresh_token"])
     async with serve(flows=10, faults=faults) as server:
-        issued = server.state.issue_tokens()
-        tokens = b24.OAuthTokens(issued["access_token"], issued["refresh_token"], expires_at=1.0)
-        async with b24.FlowClient.from_oauth(
-            server.oauth_endpoint,
-            tokens,
-            client_id=server.portal.config.client_id,
-            client_secret=server.portal.config.client_secret,
-            token_url=server.token_url,
-            rate_limit=b24.RateLimit.unlimited(),
-        ) as client:
+        _, tokens = due_tokens(server)
+        async with oauth_client(server, tokens) as client:
             for flow_id in (1, 2):
                 with pytest.raises(b24.RefreshFailed) as info:
                     await client.activate(flow_id)
@@ -226,17 +209,8 @@ async def test_failing_on_refresh_stops_sending() -> None:
         raise OSError("disk full")
 
     async with serve(flows=300) as server:
-        issued = server.state.issue_tokens()
-        tokens = b24.OAuthTokens(issued["access_token"], issued["refresh_token"], expires_at=1.0)
-        async with b24.FlowClient.from_oauth(
-            server.oauth_endpoint,
-            tokens,
-            client_id=server.portal.config.client_id,
-            client_secret=server.portal.config.client_secret,
-            token_url=server.token_url,
-            on_refresh=on_refresh,
-            rate_limit=b24.RateLimit.unlimited(),
-        ) as client:
+        _, tokens = due_tokens(server)
+        async with oauth_client(server, tokens, on_refresh=on_refresh) as client:
             report = await client.activate_many(range(1, 301))
     assert len(report.failed) == 300 and server.state.requests == 0
     assert server.state.refreshes == 1

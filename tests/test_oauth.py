@@ -5,30 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import pytest
 
 import aiob24flow as b24
 from aiob24flow.emulator import EmulatorServer, Faults
-from tests.conftest import no_sleep, serve
+from tests.conftest import oauth_client, serve, tokens_of
 
 # Every test here runs against the plain and the TLS emulator.
 pytestmark = pytest.mark.usefixtures("both_schemes")
-
-
-def tokens_of(body: dict[str, Any], *, expires_at: float | None = None) -> b24.OAuthTokens:
-    return b24.OAuthTokens(body["access_token"], body["refresh_token"], expires_at=expires_at)
-
-
-def oauth_client(server: EmulatorServer, tokens: b24.OAuthTokens, **kwargs: Any) -> b24.FlowClient:
-    kwargs.setdefault("rate_limit", b24.RateLimit.unlimited())
-    kwargs.setdefault("sleep", no_sleep)
-    kwargs.setdefault("client_id", server.portal.config.client_id)
-    kwargs.setdefault("client_secret", server.portal.config.client_secret)
-    return b24.FlowClient.from_oauth(
-        server.oauth_endpoint, tokens, token_url=server.token_url, **kwargs
-    )
 
 
 def expire_all(server: EmulatorServer) -> None:

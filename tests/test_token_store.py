@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import aiob24flow as b24
-from tests.conftest import no_sleep, serve
+from tests.conftest import no_sleep, oauth_client, serve
 from tests.test_redis import free_port, redis_url
 
 __all__ = ["redis_url"]  # the fixture, shared with the limiter tests
@@ -32,16 +32,8 @@ def pair(server: Any, *, lifetime: float | None = None) -> b24.OAuthTokens:
 
 def client(server: Any, store: b24.TokenStore, tokens: b24.OAuthTokens | None = None,
            **kwargs: Any) -> b24.FlowClient:  # fmt: skip
-    kwargs.setdefault("rate_limit", b24.RateLimit.unlimited())
-    return b24.FlowClient.from_oauth(
-        server.oauth_endpoint,
-        tokens,
-        store=store,
-        client_id=server.portal.config.client_id,
-        client_secret=server.portal.config.client_secret,
-        token_url=server.token_url,
-        **kwargs,
-    )
+    kwargs.setdefault("sleep", None)
+    return oauth_client(server, tokens, store=store, **kwargs)
 
 
 def token_file(server: Any, path: Path, tokens: b24.OAuthTokens) -> None:
