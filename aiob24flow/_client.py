@@ -68,6 +68,10 @@ __all__ = ["ACTIVATE", "GET", "JSON", "PIN", "FlowClient"]
 
 logger = logging.getLogger("aiob24flow")
 
+# A request answered 401 is re-sent with a new token at most this many times (a 401 means
+# it did not run; a token the portal keeps refusing ends the request).
+MAX_TOKEN_RECOVERIES = 3
+
 
 Sleep = Callable[[float], Awaitable[None]]
 #: A decoded JSON value, as ``call`` returns it.
@@ -513,7 +517,7 @@ class FlowClient:
     ) -> Envelope:
         core = self._core
         timeout = self._options.timeout
-        resent = False
+        recoveries = 0  # 401s answered with a new token for this request
         while True:
             # Waiting: aclose() and a job's stop interrupt these, and only these.
             with core.interrupts.waiting():
@@ -569,16 +573,17 @@ class FlowClient:
             finally:
                 core.slots.release()
             if isinstance(failure, (TokenExpired, InvalidToken)):
-                # A 401 means the call did not run: refresh if needed, then re-send once
-                # (also when another call refreshed while this one was in flight).
-                if not resent:
+                # A 401 means the call did not run: refresh if needed (or adopt the token
+                # another call or worker refreshed meanwhile), then re-send. More than one
+                # round is rare: a token refreshed again before this request got its turn.
+                if recoveries < MAX_TOKEN_RECOVERIES:
                     try:
                         with core.interrupts.waiting():
                             recovered = await core.auth.recover(token, failure)
                     except OAuthError as exc:
                         raise _not_sent_for(exc) from exc
                     if recovered:
-                        resent = True
+                        recoveries += 1
                         continue
             elif isinstance(failure, QueryLimitExceeded):
                 core.stats.query_limit_refusals += 1

@@ -125,6 +125,12 @@ if ARGV[2] == '' then redis.call('HDEL', KEYS[1], 'spending')
 else redis.call('HSET', KEYS[1], 'spending', ARGV[2]) end
 return 1
 """
+# KEYS[1] the pair's hash; ARGV field/value pairs. Only an empty store is seeded.
+_SEED_LUA = """
+if redis.call('HEXISTS', KEYS[1], 'refresh_token') == 1 then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -174,12 +180,11 @@ class RedisTokenStore:
         return StoredTokens(_tokens_from_fields(fields), fields.get("spending") or None)
 
     async def seed(self, tokens: OAuthTokens) -> bool:
-        # HSETNX on the refresh token decides; the other fields follow only if it won.
-        fields = _tokens_to_fields(tokens)
-        if not await self._redis.hsetnx(self.key, "refresh_token", fields["refresh_token"]):
-            return False
-        await self._redis.hset(self.key, mapping=fields)
-        return True
+        # One script: a reader never sees the refresh token without the access token
+        # (two commands, HSETNX then HSET, let a second worker read a half-seeded hash
+        # as empty).
+        args = [item for pair in _tokens_to_fields(tokens).items() for item in pair]
+        return bool(await self._redis.eval(_SEED_LUA, 1, self.key, *args))
 
     @contextlib.asynccontextmanager
     async def lock(self) -> AsyncIterator[_RedisLease]:

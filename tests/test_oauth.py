@@ -9,6 +9,7 @@ import time
 import pytest
 
 import aiob24flow as b24
+from aiob24flow._client import MAX_TOKEN_RECOVERIES
 from aiob24flow.emulator import EmulatorServer, Faults
 from tests.conftest import oauth_client, serve, tokens_of
 
@@ -156,7 +157,38 @@ async def test_expired_again_after_fresh_token_raises_without_looping() -> None:
         async with oauth_client(server, tokens) as client:
             with pytest.raises(b24.TokenExpired):
                 await client.activate(1)
-        assert server.state.refreshes == 1 and server.state.requests == 2
+        # Bounded: a few new tokens, then the portal's refusal stands.
+        rounds = MAX_TOKEN_RECOVERIES
+        assert server.state.refreshes == rounds and server.state.requests == rounds + 1
+        assert server.state.activations.total() == 0
+
+
+async def test_a_new_token_that_expired_before_its_turn_is_refreshed_again() -> None:
+    """A worker starved past a short token's life: the re-sent request meets the new token
+    expired too; it refreshes once more instead of failing the call."""
+    async with serve(flows=10) as server:
+        handed_out: list[str] = []
+
+        async def refresher(old: b24.OAuthTokens) -> b24.OAuthTokens:
+            status, body = server.state.refresh(
+                server.portal.config.client_id, server.portal.config.client_secret,
+                old.refresh_token,
+            )  # fmt: skip
+            assert status == 200
+            handed_out.append(body["access_token"])
+            if len(handed_out) == 1:  # expired by the time the request goes again
+                expire_all(server)
+            return b24.OAuthTokens.from_token_response(body, time.time())
+
+        tokens = tokens_of(server.state.issue_tokens())
+        expire_all(server)
+        async with b24.FlowClient.from_oauth(
+            server.oauth_endpoint, tokens, refresher=refresher,
+            rate_limit=b24.RateLimit.unlimited(),
+        ) as client:  # fmt: skip
+            assert await client.activate(1) is True
+        assert len(handed_out) == 2 and server.state.requests == 3
+        assert server.state.activations[1] == 1
 
 
 async def test_pluggable_refresher() -> None:

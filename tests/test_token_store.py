@@ -4,6 +4,7 @@ and a refresh token never sent twice. Real redis-server, real processes, the emu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -94,27 +95,51 @@ async def test_a_holder_paused_past_its_ttl_cannot_overwrite_the_next_pair(
     await store_b.aclose()
 
 
+async def test_a_worker_that_lost_the_seed_reads_the_whole_pair(redis_url: str) -> None:
+    """Workers start together on an empty store: one seeds it; the others must then read
+    the winner's pair, never a half-written one (which reads as empty)."""
+    workers = [b24.RedisTokenStore(redis_url, "t:seed-race") for _ in range(4)]
+    tokens = b24.OAuthTokens("a0", "r0", expires_at=1e10)
+
+    async def start(store: b24.RedisTokenStore) -> tuple[bool, b24.OAuthTokens | None]:
+        won = await store.seed(tokens)
+        return won, (await store.read()).tokens
+
+    try:
+        for round_ in range(30):
+            for store in workers:
+                store.key = f"t:seed-race:{round_}"
+            outcome = await asyncio.gather(*(start(store) for store in workers))
+            assert sum(won for won, _ in outcome) == 1
+            assert all(seen == tokens for _, seen in outcome), outcome
+    finally:
+        for store in workers:
+            await store.aclose()
+
+
 # -- clients sharing a store -----------------------------------------------------------------
 
 
 async def test_clients_share_one_refresh_through_redis(redis_url: str) -> None:
-    async with serve(flows=400) as server:
+    async with serve(flows=400) as server, contextlib.AsyncExitStack() as stack:
         tokens = pair(server, lifetime=0.0)  # due for refresh at once
         stores = [b24.RedisTokenStore(redis_url, "t:share") for _ in range(4)]
         clients = [client(server, s, tokens, sleep=no_sleep) for s in stores]
+        for c, s in zip(clients, stores, strict=True):
+            stack.push_async_callback(s.aclose)
+            stack.push_async_callback(c.aclose)
         reports = await asyncio.gather(
             *(c.activate_many(range(1 + 100 * k, 101 + 100 * k)) for k, c in enumerate(clients))
         )
-        assert all(r.ok for r in reports)
+        assert all(r.ok for r in reports), [
+            (r.summary(), {f"{e!r} <- {e.__cause__!r}" for e in r.failed.values()}) for r in reports
+        ]
         assert server.state.refreshes == 1 and server.state.rejected_refreshes == 0
         assert server.state.activations.total() == 400
         stored = await stores[0].read()
         assert stored.tokens is not None and all(
             c.tokens == stored.tokens for c in clients
         )  # everyone adopted the one new pair
-        for c, s in zip(clients, stores, strict=True):
-            await c.aclose()
-            await s.aclose()
 
 
 async def test_a_killed_holder_is_never_followed_by_a_second_send(
