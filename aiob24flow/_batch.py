@@ -17,6 +17,7 @@ from urllib.parse import quote_plus
 
 import attrs
 
+from . import _json
 from ._errors import B24Error, ServerError, error_from_envelope
 from ._validate import check_method
 
@@ -27,6 +28,7 @@ __all__ = [
     "Command",
     "Commands",
     "encode_command",
+    "loads_bulk_answer",
     "normalize_commands",
     "parse_batch",
     "parse_bulk",
@@ -244,3 +246,61 @@ def parse_bulk(result: Any, method: str) -> BulkAnswer:
         method,
         last if isinstance(last, dict) else None,
     )
+
+
+# A bulk batch answer is mostly per-command ``time`` objects (about 12 KB of floats and
+# dates for 50 commands) of which a job reads only the last. The portal sends them as
+# the last member of ``result``, followed by the top-level ``time``:
+#   {"result":{"result":{..},"result_error":..,"result_time":{"k":{..},..,"k":{..}}},"time":{..}}
+# ``loads_bulk_answer`` decodes the parts around them and the last one only, and falls
+# back to decoding everything whenever the answer has any other shape.
+_RESULT_TIME = b',"result_time":{"'
+_TOP_TIME = b',"time":{'
+# Everything but the characters that give JSON its nesting (strings hold no backslash
+# here, so every quote opens or closes a string).
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'{}[]"')
+
+
+def loads_bulk_answer(body: bytes) -> Any:
+    """Decode a bulk batch answer; ``result_time`` keeps only its last entry."""
+    lean = _lean_answer(body)
+    return lean if lean is not None else _json.loads(body)
+
+
+def _flat_entries_then_close(times: bytes) -> bool:
+    """``times`` is ``,"result_time":{"k":{..},..}}``: an object of flat objects that all
+    have the same keys and string positions, then the close of ``result``."""
+    if b"\\" in times:
+        return False
+    shape = times.translate(None, _NOT_STRUCTURE)  # e.g. ""{""{""""..}""{""""..}}}
+    one = shape[3 : shape.find(b"}") + 1]  # the first entry's shape: ""{""..""}
+    if len(one) < 4 or one.count(b"{") != 1 or not one.startswith(b'""{'):
+        return False
+    count, rest = divmod(len(shape) - 5, len(one))
+    return not rest and shape == b'""{' + one * count + b"}}"
+
+
+def _lean_answer(body: bytes) -> dict[str, Any] | None:
+    cut = body.find(_RESULT_TIME)
+    top = body.rfind(_TOP_TIME)
+    if cut < 0 or top < cut:
+        return None
+    times = body[cut:top]
+    if not _flat_entries_then_close(times):
+        return None
+    try:
+        # Each part is valid JSON only if the cut fell where the shape says: inside the
+        # top-level "result" object (head) and at the top level (tail).
+        head = _json.loads(body[:cut] + b"}}")
+        tail = _json.loads(b"{" + body[top + 1 :])
+        last = _json.loads(times[times.rfind(b"{") : -2])
+    except ValueError:
+        return None
+    if not (isinstance(head, dict) and isinstance(tail, dict) and isinstance(last, dict)):
+        return None
+    result = head.get("result")
+    if not head or next(reversed(head)) != "result" or not isinstance(result, dict):
+        return None
+    result["result_time"] = {"last": last}
+    head.update(tail)
+    return head

@@ -95,6 +95,9 @@ class _Fixed:
         self._body = body
         self.commands = commands
 
+    def decode(self, body: bytes) -> Any:
+        return _json.loads(body)
+
     def body(self) -> bytes:
         return self._body
 
@@ -107,6 +110,10 @@ class Outgoing(Protocol):
     def commands(self) -> int: ...
 
     def body(self) -> bytes: ...
+
+    def decode(self, body: bytes) -> Any:
+        """Decode the answer (a bulk batch skips what its job does not read)."""
+        ...
 
 
 class _Core:
@@ -545,7 +552,7 @@ class FlowClient:
                 core.on_wire += 1
                 try:
                     raw = await core.transport.post(core.auth.url(method), body, headers, timeout)
-                    envelope = parse_response(raw, method)
+                    envelope = parse_response(raw, method, outgoing.decode)
                 except B24Error as exc:
                     if not isinstance(exc, RequestNotSent):
                         core.stats.requests += 1

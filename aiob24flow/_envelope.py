@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -22,10 +23,12 @@ class Envelope:
     time: dict[str, Any]
 
 
-def parse_response(raw: RawResponse, method: str) -> Envelope:
+def parse_response(
+    raw: RawResponse, method: str, decode: Callable[[bytes], Any] = _json.loads
+) -> Envelope:
     """Return the envelope of a successful call or raise the error it carries."""
     try:
-        body = _json.loads(raw.body) if raw.body else None
+        body = decode(raw.body) if raw.body else None
     except ValueError:
         body = None
     if isinstance(body, dict):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from . import _json
-from ._batch import MAX_COMMANDS, BulkAnswer
+from ._batch import MAX_COMMANDS, BulkAnswer, loads_bulk_answer
 from ._errors import (
     B24Error,
     BatchCommandError,
@@ -161,6 +161,9 @@ class _Claim:
             self.keys = [str(i) for i in self.ids]
         prefix = job.prefix
         return _json.dumps({"halt": 0, "cmd": {key: prefix + key for key in self.keys}})
+
+    def decode(self, body: bytes) -> Any:
+        return loads_bulk_answer(body)
 
 
 # What a job knows of each flow: one byte per flow, plus sparse maps for errors and for
