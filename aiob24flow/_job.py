@@ -16,8 +16,10 @@ exception that aborted the operation and the progress counts.
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -155,10 +157,14 @@ class _Claim:
         if job.control.stopping:
             raise job.stopped_error()
         if self.positions is None:
-            self.positions = job.claim()
+            positions = self.positions = job.claim()
             all_ids = job.ids
-            self.ids = [all_ids[p] for p in self.positions]
-            self.keys = [str(i) for i in self.ids]
+            first, last = positions[0], positions[-1]
+            if last - first + 1 == len(positions):  # fresh flows: one slice of the input
+                self.ids = list(all_ids[first : last + 1])
+            else:
+                self.ids = [all_ids[p] for p in positions]
+            self.keys = list(map(str, self.ids))
         prefix = job.prefix
         return _json.dumps({"halt": 0, "cmd": {key: prefix + key for key in self.keys}})
 
@@ -242,6 +248,9 @@ class Job:
     ) -> None:
         """Add every flow to the map it belongs in, in input order."""
         ids, status, errors = self.ids, self.status, self._errors
+        if not succeeded and status.count(OK_TRUE) == len(status):  # every flow: True
+            succeeded.update(dict.fromkeys(ids, True))
+            return
         for position, code in enumerate(status):
             if code == OK_TRUE:
                 succeeded[ids[position]] = True
@@ -427,8 +436,20 @@ class Job:
         self._progress(0, failed, unknown)
 
     def _fold(self, positions: list[int], keys: list[str], answer: BulkAnswer) -> None:
-        ok = failed = unknown = 0
         results, raw_errors = answer.results, answer.errors
+        if (
+            not raw_errors
+            and self.transform is None
+            and len(results) == len(keys)
+            and all(map(operator.is_, results.values(), repeat(True)))
+            and all(map(results.__contains__, keys))
+        ):  # the common answer: every command ran and said True
+            status = self.status
+            for position in positions:
+                status[position] = OK_TRUE
+            self._progress(len(positions), 0, 0)
+            return
+        ok = failed = unknown = 0
         systemic: B24Error | None = None
         missing: ServerError | None = None  # one error shared by the batch's missing keys
         for position, key in zip(positions, keys, strict=True):
