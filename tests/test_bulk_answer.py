@@ -11,7 +11,17 @@ from typing import Any
 
 import pytest
 
+from aiob24flow import _json
 from aiob24flow._batch import _lean_answer, loads_bulk_answer, parse_bulk
+
+
+@pytest.fixture(autouse=True, params=["orjson", "json"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both JSON backends: their errors on the cut parts must both mean "not this shape"."""
+    if request.param == "json":
+        monkeypatch.setattr(_json, "loads", json.loads)
+    elif _json.BACKEND != "orjson":
+        pytest.skip("orjson is not installed")
 
 
 def entry(k: int) -> dict[str, Any]:
