@@ -1,7 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,16 +99,68 @@ def oauth_client(
     )
 
 
+#: The installed ``aiob24flow`` console script (modules that run it skip without it).
+CLI_SCRIPT = Path(sys.executable).parent / "aiob24flow"
+
+
+async def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    interrupt_when: Callable[[], bool] | None = None,
+) -> tuple[int, str, str]:
+    """Run the console script; return (exit code, stdout, stderr)."""
+    full_env = {k: v for k, v in os.environ.items() if k != "B24_WEBHOOK_URL"}
+    full_env.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        str(CLI_SCRIPT),
+        *args,
+        env=full_env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    if interrupt_when is not None:
+        # Interrupt only once the job is under way (its SIGINT handler is installed by then).
+        deadline = time.monotonic() + 30
+        while not interrupt_when() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(
+        proc.communicate(stdin.encode() if stdin is not None else None), timeout=60
+    )
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def write_token_file(server: EmulatorServer, path: Path, tokens: Mapping[str, Any]) -> None:
+    """The CLI's ``--oauth`` file for the emulator's app, holding ``tokens``."""
+    path.write_text(
+        json.dumps(
+            {
+                "endpoint": server.oauth_endpoint,
+                "token_url": server.token_url,
+                "client_id": server.portal.config.client_id,
+                "client_secret": server.portal.config.client_secret,
+                **tokens,
+            }
+        )
+    )
+
+
 async def no_sleep(seconds: float) -> None:
     """For tests: retries and limiter waits take no real time."""
 
 
 __all__ = [
+    "CLI_SCRIPT",
     "FakeClock",
     "Faults",
     "due_tokens",
     "no_sleep",
     "oauth_client",
+    "run_cli",
     "serve",
     "tokens_of",
+    "write_token_file",
 ]

@@ -6,50 +6,21 @@ import asyncio
 import json
 import os
 import re
-import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from aiob24flow.cli import id_ranges, parse_ids
-from tests.conftest import serve
+from tests.conftest import CLI_SCRIPT, run_cli, serve, write_token_file
 
-SCRIPT = Path(sys.executable).parent / "aiob24flow"
+SCRIPT = CLI_SCRIPT
 if not SCRIPT.exists():  # pragma: no cover - installed elsewhere
     pytest.skip("the aiob24flow console script is not installed", allow_module_level=True)
 
 
-async def run(
-    *args: str,
-    env: dict[str, str] | None = None,
-    stdin: str | None = None,
-    interrupt_when: Callable[[], bool] | None = None,
-) -> tuple[int, str, str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "B24_WEBHOOK_URL"}
-    full_env.update(env or {})
-    proc = await asyncio.create_subprocess_exec(
-        str(SCRIPT),
-        *args,
-        env=full_env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    if interrupt_when is not None:
-        # Interrupt only once the job is under way (its SIGINT handler is installed by then).
-        deadline = time.monotonic() + 30
-        while not interrupt_when() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(
-        proc.communicate(stdin.encode() if stdin is not None else None), timeout=60
-    )
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
+run = run_cli
 
 FAST = ["--plan", "unlimited"]
 
@@ -157,18 +128,7 @@ async def test_oauth_file_is_rewritten_after_refresh(tmp_path: Path) -> None:
         for entry in server.state.access_tokens.values():
             entry.expires_at = 0
         path = tmp_path / "tokens.json"
-        path.write_text(
-            json.dumps(
-                {
-                    "endpoint": server.oauth_endpoint,
-                    "token_url": server.token_url,
-                    "client_id": server.portal.config.client_id,
-                    "client_secret": server.portal.config.client_secret,
-                    "access_token": body["access_token"],
-                    "refresh_token": body["refresh_token"],
-                }
-            )
-        )
+        write_token_file(server, path, {k: body[k] for k in ("access_token", "refresh_token")})
         code, out, err = await run("activate", "1-3", "--oauth", str(path), *FAST, "-v")
         assert code == 0, err
         saved = json.loads(path.read_text())

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +14,16 @@ import pytest
 
 import aiob24flow as b24
 from aiob24flow.cli import build_parser
-from tests.conftest import no_sleep, serve
+from tests.conftest import CLI_SCRIPT, no_sleep, run_cli, serve
 
-SCRIPT = Path(sys.executable).parent / "aiob24flow"
+SCRIPT = CLI_SCRIPT
 if not SCRIPT.exists():  # pragma: no cover - installed elsewhere
     pytest.skip("the aiob24flow console script is not installed", allow_module_level=True)
 
 FAST = ["--plan", "unlimited"]
 
 
-async def run(
-    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
-) -> tuple[int, str, str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "B24_WEBHOOK_URL"}
-    full_env.update(env or {})
-    proc = await asyncio.create_subprocess_exec(
-        str(SCRIPT),
-        *args,
-        env=full_env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(
-        proc.communicate(stdin.encode() if stdin is not None else None), timeout=60
-    )
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+run = run_cli
 
 
 async def test_version() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import serve
+from tests.conftest import serve, write_token_file
 
 SCRIPT = Path(sys.executable).parent / "aiob24flow"
 if not SCRIPT.exists():  # pragma: no cover - installed elsewhere
@@ -57,18 +57,7 @@ def token_file(server: Any, path: Path, *, expired: bool = True) -> dict[str, An
     if expired:
         for entry in server.state.access_tokens.values():
             entry.expires_at = 0
-    path.write_text(
-        json.dumps(
-            {
-                "endpoint": server.oauth_endpoint,
-                "token_url": server.token_url,
-                "client_id": server.portal.config.client_id,
-                "client_secret": server.portal.config.client_secret,
-                "access_token": body["access_token"],
-                "refresh_token": body["refresh_token"],
-            }
-        )
-    )
+    write_token_file(server, path, {k: body[k] for k in ("access_token", "refresh_token")})
     return body
 
 

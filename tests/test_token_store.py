@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import aiob24flow as b24
-from tests.conftest import no_sleep, oauth_client, serve
+from tests.conftest import no_sleep, oauth_client, serve, write_token_file
 from tests.test_redis import free_port, redis_url
 
 __all__ = ["redis_url"]  # the fixture, shared with the limiter tests
@@ -35,20 +35,6 @@ def client(server: Any, store: b24.TokenStore, tokens: b24.OAuthTokens | None = 
            **kwargs: Any) -> b24.FlowClient:  # fmt: skip
     kwargs.setdefault("sleep", None)
     return oauth_client(server, tokens, store=store, **kwargs)
-
-
-def token_file(server: Any, path: Path, tokens: b24.OAuthTokens) -> None:
-    path.write_text(
-        json.dumps(
-            {
-                "endpoint": server.oauth_endpoint,
-                "token_url": server.token_url,
-                "client_id": server.portal.config.client_id,
-                "client_secret": server.portal.config.client_secret,
-                **tokens.to_json(),
-            }
-        )
-    )
 
 
 # -- the stores themselves -------------------------------------------------------------------
@@ -249,7 +235,7 @@ async def test_four_processes_refresh_once_per_expiry(
         issued = time.time()
         tokens = pair(server, lifetime=lifetime)
         path = tmp_path / "tokens.json"
-        token_file(server, path, tokens)
+        write_token_file(server, path, tokens.to_json())
         extra = (
             ["--oauth-redis", redis_url, "--oauth-key", f"t:four:{free_port()}"]
             if where == "redis"
@@ -279,7 +265,8 @@ async def test_four_processes_refresh_once_per_expiry(
 async def test_two_cli_runs_on_one_token_file_refresh_once(tmp_path: Path) -> None:
     async with serve(flows=200) as server:
         path = tmp_path / "tokens.json"
-        token_file(server, path, pair(server, lifetime=0.0))  # expired: both must refresh
+        expired = pair(server, lifetime=0.0)  # both runs must refresh
+        write_token_file(server, path, expired.to_json())
         results = await run_workers(
             [["activate", "1-100", "--oauth", str(path), "--plan", "unlimited"],
              ["activate", "101-200", "--oauth", str(path), "--plan", "unlimited"]]
