@@ -37,6 +37,27 @@ WEBHOOK_CODE = "emulator-webhook-code-1"  # the emulator's fixed code for user 1
 
 
 @contextlib.contextmanager
+def run_emulator(args: list[str], *, start_within: float = 20) -> Iterator[str]:
+    """Run ``python -m aiob24flow.emulator ARGS`` on a free port; yield the port."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = os.path.join(tmp, "port")
+        cmd = [sys.executable, "-m", "aiob24flow.emulator", "--port", "0",
+               "--ready-file", ready, *args]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + start_within
+            while not os.path.exists(ready):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the emulator did not start")
+                time.sleep(0.02)
+            with open(ready) as fh:
+                yield fh.read().strip()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+@contextlib.contextmanager
 def emulator(
     flows: int,
     burst: float,
@@ -46,44 +67,15 @@ def emulator(
     faults: dict[str, float] | None = None,
     active_ratio: float = 1.0,
 ) -> Iterator[str]:
-    """Run ``python -m aiob24flow.emulator`` on a free port; yield its base URL."""
-    with tempfile.TemporaryDirectory() as tmp:
-        ready = os.path.join(tmp, "port")
-        cmd = [
-            sys.executable,
-            "-m",
-            "aiob24flow.emulator",
-            "--port",
-            "0",
-            "--flows",
-            str(flows),
-            "--burst",
-            str(burst),
-            "--leak",
-            str(leak or 0),
-            "--latency",
-            str(latency),
-            "--active-ratio",
-            str(active_ratio),
-            "--ready-file",
-            ready,
-            "--seed",
-            "7",
-        ]
-        for name, value in (faults or {}).items():
-            cmd += [f"--{name.replace('_', '-')}", str(value)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 20
-            while not os.path.exists(ready):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the emulator did not start")
-                time.sleep(0.02)
-            with open(ready) as fh:
-                yield f"http://127.0.0.1:{fh.read().strip()}"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    """An emulated portal in its own process; yield its base URL."""
+    args = [
+        "--flows", str(flows), "--burst", str(burst), "--leak", str(leak or 0),
+        "--latency", str(latency), "--active-ratio", str(active_ratio), "--seed", "7",
+    ]  # fmt: skip
+    for name, value in (faults or {}).items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    with run_emulator(args) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 async def portal_stats(base: str) -> dict[str, Any]:

@@ -23,12 +23,12 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
+from bench_bulk import run_emulator
 
 import aiob24flow as b24
 
@@ -42,25 +42,13 @@ def rss_bytes() -> int:
 
 @contextlib.contextmanager
 def emulator(flows: int, *, portals: int = 1, burst: float = 50, leak: float = 0) -> Iterator[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        ready = os.path.join(tmp, "port")
-        cmd = [
-            sys.executable, "-m", "aiob24flow.emulator", "--port", "0", "--flows", str(flows),
-            "--burst", str(burst), "--leak", str(leak), "--ready-file", ready,
-            "--portals", str(portals), "--active-ratio", "0.5",
-        ]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 120
-            while not os.path.exists(ready):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the emulator did not start")
-                time.sleep(0.05)
-            with open(ready) as fh:
-                yield fh.read().strip()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+    """A fresh emulated portal (or ``portals`` of them); yield its port."""
+    args = [
+        "--flows", str(flows), "--burst", str(burst), "--leak", str(leak),
+        "--portals", str(portals), "--active-ratio", "0.5",
+    ]  # fmt: skip
+    with run_emulator(args, start_within=120) as port:  # a million flows take a while
+        yield port
 
 
 # -- one measurement, in its own process -----------------------------------------------------
