@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -108,11 +108,14 @@ async def run_cli(
     env: dict[str, str] | None = None,
     stdin: str | None = None,
     interrupt_when: Callable[[], bool] | None = None,
+    wrap: Sequence[str] = (),
 ) -> tuple[int, str, str]:
-    """Run the console script; return (exit code, stdout, stderr)."""
+    """Run the console script (under the ``wrap`` command, if any); return (exit code,
+    stdout, stderr)."""
     full_env = {k: v for k, v in os.environ.items() if k != "B24_WEBHOOK_URL"}
     full_env.update(env or {})
     proc = await asyncio.create_subprocess_exec(
+        *wrap,
         str(CLI_SCRIPT),
         *args,
         env=full_env,

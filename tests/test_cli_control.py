@@ -9,16 +9,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import serve, write_token_file
+from tests.conftest import CLI_SCRIPT, run_cli, serve, write_token_file
 
-SCRIPT = Path(sys.executable).parent / "aiob24flow"
+SCRIPT = CLI_SCRIPT
 if not SCRIPT.exists():  # pragma: no cover - installed elsewhere
     pytest.skip("the aiob24flow console script is not installed", allow_module_level=True)
 
@@ -36,20 +35,7 @@ def _mount_namespaces() -> bool:
 NAMESPACES = _mount_namespaces()
 
 
-async def run(*args: str, wrap: list[str] | None = None) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "B24_WEBHOOK_URL"}
-    proc = await asyncio.create_subprocess_exec(
-        *(wrap or []),
-        str(SCRIPT),
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+run = run_cli
 
 
 def token_file(server: Any, path: Path, *, expired: bool = True) -> dict[str, Any]:
