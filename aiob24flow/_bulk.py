@@ -154,15 +154,18 @@ def _report(
             out_unknown[flow_id] = unknown[flow_id]
         else:
             if unsent is None:
-                unsent = (
-                    control.unsent_error()
-                    if control is not None and control.halted is not None
-                    else ServerError("aiob24flow lost track of this flow")
-                )
+                unsent = _unsent_error(control)
             out_failed[flow_id] = unsent
-    changed_ids = tuple(i for i in ids if changed and i in changed)
+    changed_ids = tuple(i for i in ids if i in changed) if changed else ()
     report = BulkReport(out_ok, out_failed, out_unknown, changed_ids)
     return report if control is None else _finish(report, control)
+
+
+def _unsent_error(control: Control | None) -> B24Error:
+    """The error of a flow that no request carried: why sending ended (or a bug)."""
+    if control is not None and control.halted is not None:
+        return control.unsent_error()
+    return ServerError("aiob24flow lost track of this flow")
 
 
 async def _guarded(control: Control, run: Callable[[], Any]) -> Any:
@@ -420,11 +423,7 @@ async def converge_active(
             unknown_map[flow_id] = lost[position]
         else:  # never sent: the job ended first
             if unsent is None:
-                unsent = (
-                    control.unsent_error()
-                    if control.halted is not None
-                    else (ServerError("aiob24flow lost track of this flow"))
-                )
+                unsent = _unsent_error(control)
             failed_map[flow_id] = unsent
     changed_ids = tuple(ids[p] for p in range(n) if changed[p])
     report: BulkReport[Any] = BulkReport(succeeded, failed_map, unknown_map, changed_ids)
