@@ -168,7 +168,7 @@ class AiohttpTransport:
             async with session.post(
                 target,
                 data=body,
-                headers=dict(headers),
+                headers=headers,
                 timeout=client_timeout,
                 allow_redirects=False,
                 **self._extra,
