@@ -6,18 +6,27 @@
    its own work, JSON included.
 2. ``get_many`` with CPython's cyclic collector on and off, at two sizes: a flat cost
    per flow with it off shows that the growth with it on is the collector's.
+3. ``get_many`` twice in one fresh process, the collector off, at 10k and at a million
+   flows: user and kernel CPU per flow. The first million-flow run pays the kernel for
+   every page of memory the process touches for the first time (about 2.5 GB), the
+   second reuses them: that difference is the kernel's, not the library's.
 
-Runs in one process against the emulator in another, interleaved, best and median CPU
-of several rounds.
+Parts 1 and 2 run in one process against the emulator in another, interleaved, best and
+median CPU of several rounds; part 3 runs in a process of its own.
 
-    python benchmarks/bench_floor.py
+    python benchmarks/bench_floor.py              # about three minutes
+    python benchmarks/bench_floor.py --large 0    # without part 3
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
+import json
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -145,7 +154,48 @@ def rounds(variants: dict[str, Run], count: int,
         )
 
 
+def first_touch(port: str, n: int) -> list[dict[str, float]]:
+    """In this (fresh) process: ``get_many`` of ``n`` flows twice, the collector off."""
+    base = f"http://127.0.0.1:{port}/rest/1/{WEBHOOK_CODE}/"
+    gc.disable()
+    runs = []
+    for _ in range(2):
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        asyncio.run(library(base, n, "get_many")())
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        runs.append({
+            "user": (after.ru_utime - before.ru_utime) / n * 1e6,
+            "kernel": (after.ru_stime - before.ru_stime) / n * 1e6,
+            "faults": (after.ru_minflt - before.ru_minflt) / n,
+        })  # fmt: skip
+    return runs
+
+
+def first_touch_run(n: int) -> None:
+    print(f"-- get_many of {n} flows twice in one fresh process, collector off")
+    with emulator(n) as port:
+        out = subprocess.run(
+            [sys.executable, __file__, "--first-touch", port, str(n)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    for label, run in zip(("first run", "second run"), json.loads(out.stdout), strict=True):
+        print(
+            f"{f'get_many {n} ({label})':<34} user {run['user']:5.1f} us/flow  kernel "
+            f"{run['kernel']:5.1f} us/flow  page faults {run['faults']:.2f}/flow",
+            flush=True,
+        )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--first-touch", nargs=2, metavar=("PORT", "N"))
+    parser.add_argument("--large", type=int, default=1_000_000,
+                        help="flows for part 3 (0: skip it)")  # fmt: skip
+    args = parser.parse_args()
+    if args.first_touch:
+        port, count = args.first_touch
+        print(json.dumps(first_touch(port, int(count))))
+        return
     n = 10_000
     print(f"python {sys.version.split()[0]}, aiob24flow {b24.__version__}, json {_json.BACKEND}")
     with emulator(n) as port:
@@ -177,6 +227,9 @@ def main() -> None:
                     f"get_many {size} (collector off)": False,
                 },
             )
+    if args.large:
+        for size in (10_000, args.large):
+            first_touch_run(size)
 
 
 if __name__ == "__main__":

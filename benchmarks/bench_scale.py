@@ -4,6 +4,9 @@ Every figure is measured in a fresh client process against an emulator in its ow
 (so CPU and memory are the client's alone), side by side with fast_bitrix24 in one run.
 
 - ``cpu/flow``: the client's CPU time for the operation, per flow;
+- ``gc``: the part of it spent in CPython's cyclic collector (``gc.callbacks``);
+- ``kernel``: the part of it spent in the kernel (``ru_stime``): socket calls, and the
+  page faults of memory the process touches for the first time;
 - ``peak/flow``: peak RSS growth during the operation (``ru_maxrss`` minus the RSS just
   before the ids were made), per flow.
 
@@ -74,6 +77,7 @@ async def measure(op: str, n: int, port: str) -> dict[str, Any]:
     collector = GcTimer()
     gc.callbacks.append(collector)
     ids = list(range(1, n + 1))
+    kernel0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     cpu0, t0 = time.process_time(), time.perf_counter()
     if op == "fast_bitrix24":
         from fast_bitrix24 import BitrixAsync
@@ -93,10 +97,11 @@ async def measure(op: str, n: int, port: str) -> dict[str, Any]:
                 report = await c.get_many(ids)
             ok = len(report.succeeded)
     cpu, elapsed = time.process_time() - cpu0, time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak, kernel = usage.ru_maxrss * 1024, usage.ru_stime - kernel0
     gc.callbacks.remove(collector)
     return {"op": op, "n": n, "cpu": cpu, "elapsed": elapsed, "peak_growth": peak - before,
-            "ok": ok, "gc": collector.seconds}  # fmt: skip
+            "ok": ok, "gc": collector.seconds, "kernel": kernel}  # fmt: skip
 
 
 def run_measure(op: str, n: int, port: str) -> dict[str, Any]:
@@ -151,7 +156,7 @@ def scaling(sizes: list[int], repeat: int) -> None:
             row = rows[op, n] = min(runs[op], key=lambda r: r["cpu"])
             print(
                 f"{op:<20} N={n:>8} cpu/flow={row['cpu'] / n * 1e6:6.1f}us "
-                f"(gc {row['gc'] / n * 1e6:4.1f}us) "
+                f"(gc {row['gc'] / n * 1e6:4.1f}us, kernel {row['kernel'] / n * 1e6:4.1f}us) "
                 f"peak/flow={row['peak_growth'] / n:7.0f}B elapsed={row['elapsed']:7.2f}s "
                 f"ok={row['ok']} (best cpu of {len(runs[op])})",
                 flush=True,
@@ -169,9 +174,13 @@ def scaling(sizes: list[int], repeat: int) -> None:
             a, b = rows[op, small], rows[op, large]
             cpu = (b["cpu"] / large) / (a["cpu"] / small)
             own = ((b["cpu"] - b["gc"]) / large) / ((a["cpu"] - a["gc"]) / small)
+            user = ((b["cpu"] - b["gc"] - b["kernel"]) / large) / (
+                (a["cpu"] - a["gc"] - a["kernel"]) / small
+            )
             mem = (b["peak_growth"] / large) / max(1.0, a["peak_growth"] / small)
             print(f"{op:<20} per-flow cost at {large} / at {small}: cpu x{cpu:.2f} "
-                  f"(outside the collector x{own:.2f}), memory x{mem:.2f}")  # fmt: skip
+                  f"(outside the collector x{own:.2f}, and the kernel x{user:.2f}), "
+                  f"memory x{mem:.2f}")  # fmt: skip
 
 
 # -- many portals ------------------------------------------------------------------------------
