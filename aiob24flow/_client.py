@@ -62,7 +62,14 @@ from ._retry import RetryPolicy, retrying, should_retry
 from ._stats import Stats
 from ._store import TokenStore
 from ._transport import DEFAULT_MAX_RESPONSE, AiohttpTransport, Timeout, Transport
-from ._validate import check_bool, check_flow_id, check_flow_ids, check_method, check_number
+from ._validate import (
+    check_bool,
+    check_fields,
+    check_flow_id,
+    check_flow_ids,
+    check_method,
+    check_number,
+)
 
 __all__ = ["ACTIVATE", "GET", "JSON", "PIN", "FlowClient"]
 
@@ -735,10 +742,18 @@ class FlowClient:
         _check_controls(on_progress, stop)
         return await _bulk.toggle_many(self, PIN, flow_ids, on_progress, stop)
 
-    async def get_many(self, ids: Iterable[int]) -> _bulk.BulkReport[dict[str, Any]]:
-        """Read many flows (``succeeded``: id -> the flow dict). Safe to repeat."""
+    async def get_many(
+        self, ids: Iterable[int], *, fields: Iterable[str] | None = None
+    ) -> _bulk.BulkReport[dict[str, Any]]:
+        """Read many flows (``succeeded``: id -> the flow dict). Safe to repeat.
+
+        ``fields`` (for example ``("active", "name")``) keeps only those keys of each flow
+        (the ones it has) and drops the rest as each answer arrives: for many flows, a
+        fraction of the memory and of the garbage collector's work.
+        """
         flow_ids = check_flow_ids(ids)
-        return await _bulk.read_flows(self, flow_ids)
+        kept = check_fields(fields)
+        return await _bulk.read_flows(self, flow_ids, kept)
 
     async def set_active(
         self,

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 __all__ = [
     "MAX_FLOW_ID",
     "check_bool",
+    "check_fields",
     "check_flow_id",
     "check_flow_ids",
     "check_method",
@@ -61,6 +62,24 @@ def check_method(value: object, name: str = "method", *, in_url: bool = False) -
     if not value or "?" in value or any(c.isspace() for c in value) or (in_url and "/" in value):
         raise ValueError(f"{name}: invalid method name {value!r}")
     return value
+
+
+def check_fields(value: object, name: str = "fields") -> tuple[str, ...] | None:
+    """None (whole objects) or distinct, non-empty field names; a bare str is refused
+    (``fields="active"`` would mean six one-letter fields)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be an iterable of str field names, or None")
+    names = tuple(value)
+    for index, field in enumerate(names):
+        if not isinstance(field, str):
+            raise TypeError(f"{name}[{index}] must be a str, got {type(field).__name__}")
+        if not field:
+            raise ValueError(f"{name}[{index}] is empty")
+    if not names:
+        raise ValueError(f"{name} must name at least one field (None keeps whole objects)")
+    return tuple(dict.fromkeys(names))
 
 
 def check_bool(value: object, name: str) -> bool:

@@ -551,13 +551,30 @@ def _print_report(
         print(f"  would {verb}: {listed}", file=out)
     if args.command == "get":
         for flow_id, flow in report.succeeded.items():
-            print(
-                f"  flow {flow_id}: active={flow.get('active')} name={flow.get('name')!r}",
-                file=out,
-            )
+            shown = " ".join(f"{name}={value!r}" for name, value in flow.items())
+            print(f"  flow {flow_id}: {shown}", file=out)
     elif args.command == "pin" and len(report.succeeded) <= 20:
         for flow_id, pinned in report.succeeded.items():
             print(f"  flow {flow_id}: pinned={pinned}", file=out)
+
+
+TEXT_FIELDS = ("active", "name")  # what ``get`` prints without --fields or --json
+
+
+def field_names(text: str) -> tuple[str, ...]:
+    """``--fields active,name``: distinct non-empty names, in order."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"empty field name in {text!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def get_fields(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The fields ``get`` keeps: as asked; else what the text report prints; whole flows
+    for --json."""
+    if args.fields is not None:
+        return tuple(args.fields)
+    return None if args.json else TEXT_FIELDS
 
 
 async def _dispatch(
@@ -580,7 +597,7 @@ async def _dispatch(
     if args.command == "set-pinned":
         return await client.set_pinned(ids, args.state, on_progress=on_progress, stop=stop)
     if args.command == "get":
-        return await client.get_many(ids)
+        return await client.get_many(ids, fields=get_fields(args))
     raise UsageError(f"unknown command {args.command}")  # pragma: no cover
 
 
@@ -708,7 +725,14 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="read states and print what would change; toggle nothing",
             )
-    sub.add_parser("get", parents=[common, ids], help="read flows (active state, name)")
+    p = sub.add_parser("get", parents=[common, ids], help="read flows (active state, name)")
+    p.add_argument(
+        "--fields",
+        type=field_names,
+        metavar="NAMES",
+        help="comma-separated flow fields to keep, e.g. active,name (default: "
+        "active,name; with --json, whole flows)",
+    )
     p = sub.add_parser("demo", help="run a bulk job against a built-in emulated portal")
     p.add_argument(
         "--flows", type=count(1, 1_000_000), default=600, help="flows in the emulated portal"

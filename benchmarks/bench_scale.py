@@ -93,6 +93,8 @@ async def measure(op: str, n: int, port: str) -> dict[str, Any]:
                 report = await c.activate_many(ids)
             elif op == "set_active":
                 report = await c.set_active(ids, True)
+            elif op == "get_many(fields)":
+                report = await c.get_many(ids, fields=("active", "name"))
             else:
                 report = await c.get_many(ids)
             ok = len(report.succeeded)
@@ -137,7 +139,7 @@ def repeats_for(n: int, repeat: int) -> int:
 
 
 def scaling(sizes: list[int], repeat: int) -> None:
-    ops = ["activate_many", "set_active", "get_many"]
+    ops = ["activate_many", "set_active", "get_many", "get_many(fields)"]
     if uvloop_available():
         ops.append("activate_many+uvloop")
     if fast_available():

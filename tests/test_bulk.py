@@ -215,6 +215,30 @@ async def test_empty_input_sends_nothing() -> None:
         assert server.state.requests == 0
 
 
+async def test_get_many_fields_keeps_those_keys_of_each_flow() -> None:
+    async with serve(flows=120, active_ratio=0.5, seed=5) as server, client_for(server) as c:
+        whole = await c.get_many(range(1, 121))
+        requests = server.state.requests
+        kept = await c.get_many(range(1, 121), fields=("name", "active", "no-such", "active"))
+        assert server.state.requests - requests == 3  # 120 flows: three batches, as before
+        assert kept.ok and list(kept.succeeded) == list(range(1, 121))
+        for flow_id, flow in kept.succeeded.items():
+            # Requested order, duplicates once, absent keys left out; values as the portal's.
+            assert list(flow) == ["name", "active"]
+            assert flow == {"name": whole.succeeded[flow_id]["name"],
+                            "active": server.state.flows[flow_id].active}  # fmt: skip
+        assert sum(server.state.activations.values()) == 0  # reads only
+
+
+async def test_get_many_fields_fails_a_flow_whose_answer_is_not_an_object() -> None:
+    from aiob24flow import _bulk
+
+    project = _bulk._projection(("active",))
+    assert project({"active": True, "name": "x"}) == {"active": True}
+    with pytest.raises(ValueError, match="not an object"):
+        project(["active"])
+
+
 async def test_operating_limit_inside_batches_pauses_the_method_and_resumes() -> None:
     import time
 

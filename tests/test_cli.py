@@ -91,7 +91,18 @@ async def test_set_pinned_and_get() -> None:
         assert code == 0
         assert all(server.state.pins[(i, 1)] for i in range(1, 5))
         code, out, _ = await run("get", "3", "--webhook", server.webhook_url(), *FAST)
-        assert code == 0 and "flow 3: active=True" in out
+        assert code == 0 and "flow 3: active=True name='Flow 3'" in out
+        code, out, _ = await run(
+            "get", "3", "--fields", "ownerId, active", "--webhook", server.webhook_url(), *FAST
+        )
+        assert code == 0 and "flow 3: ownerId=1 active=True\n" in out
+        code, out, _ = await run(
+            "get", "3", "4", "--json", "--fields", "active", "--webhook", server.webhook_url()
+        )
+        assert code == 0
+        assert json.loads(out)["succeeded"] == {"3": {"active": True}, "4": {"active": True}}
+        code, out, _ = await run("get", "3", "--json", "--webhook", server.webhook_url())
+        assert code == 0 and json.loads(out)["succeeded"]["3"]["team"] == [["user", "1"]]
 
 
 @pytest.mark.parametrize(
@@ -102,6 +113,8 @@ async def test_set_pinned_and_get() -> None:
         (["activate", "0"], "bad flow id '0'"),
         (["activate"], "no flow ids"),
         (["set-pinned", "--on", "--dry-run", "1"], "unrecognized arguments: --dry-run"),
+        (["get", "1", "--fields", "active,,name"], "empty field name"),
+        (["activate", "1", "--fields", "active"], "unrecognized arguments: --fields"),
         (["activate", "1", "--webhook", "http://portal.example.com/rest/1/SECRETCODE/"], "http://"),
     ],
 )

@@ -231,6 +231,24 @@ async def test_bad_bulk_input_sends_nothing(ids: Any, exc: type[Exception], matc
 
 
 @pytest.mark.parametrize(
+    ("fields", "exc", "match"),
+    [
+        ("active", TypeError, "fields must be an iterable"),
+        (b"active", TypeError, "fields must be an iterable"),
+        (7, TypeError, "fields must be an iterable"),
+        (["active", 1], TypeError, r"fields\[1\] must be a str"),
+        (["active", ""], ValueError, r"fields\[1\] is empty"),
+        ([], ValueError, "at least one field"),
+    ],
+)
+async def test_bad_fields_send_nothing(fields: Any, exc: type[Exception], match: str) -> None:
+    async with serve(flows=10) as server, client_for(server) as client:
+        with pytest.raises(exc, match=match):
+            await client.get_many([1, 2], fields=fields)
+        assert server.state.requests == 0
+
+
+@pytest.mark.parametrize(
     ("commands", "exc", "match"),
     [
         ({}, ValueError, "at least one"),

@@ -23,6 +23,7 @@ async def main(client: b24.FlowClient, ids: list[int]) -> None:
     assert_type(await client.set_pinned(ids, False), b24.BulkReport[bool])
     flows = await client.get_many(ids)
     assert_type(flows, b24.BulkReport[dict[str, Any]])
+    assert_type(await client.get_many(ids, fields=["active"]), b24.BulkReport[dict[str, Any]])
     assert_type(await client.activate(1), bool)
     assert_type(await client.pin(1), bool)
     assert_type(await client.get(1), dict[str, Any])
