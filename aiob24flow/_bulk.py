@@ -191,9 +191,13 @@ async def toggle_many(
 
 
 async def read_flows(
-    client: FlowClient, ids: Sequence[int], fields: tuple[str, ...] | None = None
+    client: FlowClient,
+    ids: Sequence[int],
+    fields: tuple[str, ...] | None = None,
+    on_progress: ProgressCallback | None = None,
+    stop: asyncio.Event | None = None,
 ) -> BulkReport[Any]:
-    control = Control(len(ids))
+    control = Control(len(ids), stop, on_progress)
     transform = None if fields is None else _projection(fields)
     job = await _run(client, GET, ids, control, repeatable=True, transform=transform)
     return _job_report(job, control)

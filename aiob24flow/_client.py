@@ -743,17 +743,24 @@ class FlowClient:
         return await _bulk.toggle_many(self, PIN, flow_ids, on_progress, stop)
 
     async def get_many(
-        self, ids: Iterable[int], *, fields: Iterable[str] | None = None
+        self,
+        ids: Iterable[int],
+        *,
+        fields: Iterable[str] | None = None,
+        on_progress: ProgressCallback | None = None,
+        stop: asyncio.Event | None = None,
     ) -> _bulk.BulkReport[dict[str, Any]]:
         """Read many flows (``succeeded``: id -> the flow dict). Safe to repeat.
 
         ``fields`` (for example ``("active", "name")``) keeps only those keys of each flow
         (the ones it has) and drops the rest as each answer arrives: for many flows, a
-        fraction of the memory and of the garbage collector's work.
+        fraction of the memory and of the garbage collector's work. Setting ``stop``
+        sends no new batch; the flows not read are reported ``failed`` (``Stopped``).
         """
         flow_ids = check_flow_ids(ids)
         kept = check_fields(fields)
-        return await _bulk.read_flows(self, flow_ids, kept)
+        _check_controls(on_progress, stop)
+        return await _bulk.read_flows(self, flow_ids, kept, on_progress, stop)
 
     async def set_active(
         self,

@@ -597,7 +597,9 @@ async def _dispatch(
     if args.command == "set-pinned":
         return await client.set_pinned(ids, args.state, on_progress=on_progress, stop=stop)
     if args.command == "get":
-        return await client.get_many(ids, fields=get_fields(args))
+        return await client.get_many(
+            ids, fields=get_fields(args), on_progress=on_progress, stop=stop
+        )
     raise UsageError(f"unknown command {args.command}")  # pragma: no cover
 
 

@@ -77,10 +77,34 @@ async def test_stop_set_before_the_job_sends_nothing() -> None:
             await client.activate_many(range(1, 101), stop=stop),
             await client.set_active(range(1, 101), False, stop=stop),
             await client.set_pinned(range(1, 101), True, stop=stop),
+            await client.get_many(range(1, 101), stop=stop),
         ):
             assert len(report.failed) == 100
             assert all(isinstance(e, b24.Stopped) for e in report.failed.values())
         assert server.state.requests == 0
+
+
+async def test_stop_ends_a_read_with_every_flow_accounted_for() -> None:
+    ids = list(range(1, 1001))
+    async with serve(flows=1000) as server:
+        stop = asyncio.Event()
+        seen: list[int] = []
+
+        def on_progress(progress: b24.Progress) -> None:
+            seen.append(progress.done)
+            if progress.done >= 200:
+                stop.set()
+
+        async with paced(server, 2, 20, sleep=None) as client:
+            report = await client.get_many(ids, fields=["active"], on_progress=on_progress,
+                                           stop=stop)  # fmt: skip
+        sent = await wait_idle(server)
+    assert 4 <= sent <= 5 and seen == sorted(seen)
+    assert list(report.succeeded) == ids[: 50 * sent]
+    assert all(flow == {"active": True} for flow in report.succeeded.values())
+    assert len(report.failed) == 1000 - 50 * sent and not report.unknown
+    assert all(isinstance(e, b24.Stopped) for e in report.failed.values())
+    assert server.state.activations.total() == 0
 
 
 async def test_a_raising_callback_ends_the_job_with_bulk_aborted() -> None:
