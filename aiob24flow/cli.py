@@ -561,19 +561,20 @@ def _print_report(
 TEXT_FIELDS = ("active", "name")  # what ``get`` prints without --fields or --json
 
 
-def field_names(text: str) -> tuple[str, ...]:
-    """``--fields active,name``: distinct non-empty names, in order."""
+def field_names(text: str) -> list[str]:
+    """``--fields active,name``: non-empty names (``get_many`` drops repeats)."""
     names = [name.strip() for name in text.split(",")]
     if not all(names):
         raise argparse.ArgumentTypeError(f"empty field name in {text!r}")
-    return tuple(dict.fromkeys(names))
+    return names
 
 
-def get_fields(args: argparse.Namespace) -> tuple[str, ...] | None:
+def get_fields(args: argparse.Namespace) -> Sequence[str] | None:
     """The fields ``get`` keeps: as asked; else what the text report prints; whole flows
     for --json."""
     if args.fields is not None:
-        return tuple(args.fields)
+        fields: list[str] = args.fields
+        return fields
     return None if args.json else TEXT_FIELDS
 
 
