@@ -40,10 +40,10 @@ Errors. Every exception the library raises about a call is a ``B24Error`` with `
 blindly. Bad input raises ``TypeError`` / ``ValueError`` before anything is sent.
 """
 
-from ._auth import DEFAULT_TOKEN_URL, OAuthTokens
+from ._auth import DEFAULT_TOKEN_URL
 from ._batch import BatchResult
-from ._bulk import BulkReport, Progress
-from ._client import JSON, FlowClient
+from ._client import FlowClient
+from ._config import ClientOptions
 from ._errors import (
     AccessDenied,
     AuthError,
@@ -56,6 +56,7 @@ from ._errors import (
     InvalidArgument,
     InvalidCredentials,
     InvalidToken,
+    LimiterUnavailable,
     MethodNotFound,
     OAuthError,
     OperationTimeLimit,
@@ -72,12 +73,16 @@ from ._errors import (
     TransportError,
     Unreachable,
 )
+from ._job import Progress
 from ._limiter import LeakyBucket, RateLimit
-from ._redis import LimiterUnavailable, RedisLimiter
+from ._redis import RedisLimiter
+from ._report import BulkReport
 from ._retry import RetryPolicy
 from ._stats import Stats
-from ._store import FileTokenStore, LockLost, RedisTokenStore, StoredTokens, TokenLease, TokenStore
-from ._transport import Timeout
+from ._store import FileTokenStore, RedisTokenStore
+from ._timeout import Timeout
+from ._tokens import LockLost, OAuthTokens, StoredTokens, TokenLease, TokenStore
+from ._types import JSON
 from ._version import __version__
 
 __all__ = [
@@ -91,6 +96,7 @@ __all__ = [
     "BulkAborted",
     "BulkReport",
     "ClientClosed",
+    "ClientOptions",
     "FileTokenStore",
     "FlowClient",
     "FlowError",

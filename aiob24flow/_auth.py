@@ -10,16 +10,12 @@ refused, the client stops with that error instead of trying the spent token agai
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
-import math
 import time as _time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit
-
-import attrs
+from typing import Protocol
+from urllib.parse import urlencode
 
 from ._errors import (
     B24Error,
@@ -29,17 +25,16 @@ from ._errors import (
     ResponseLost,
     TokenExpired,
 )
-from ._redact import MASK, mask_secret, redact
+from ._redact import MASK, redact
+from ._tokens import LockLost, OAuthTokens, OnRefresh, Refresher, TokenStore
 from ._transport import Timeout, Transport
+from ._validate import check_base_url
 
 __all__ = [
     "DEFAULT_TOKEN_URL",
     "Auth",
     "OAuthAuth",
-    "OAuthTokens",
-    "Refresher",
     "WebhookAuth",
-    "check_base_url",
 ]
 
 logger = logging.getLogger("aiob24flow")
@@ -47,37 +42,21 @@ logger = logging.getLogger("aiob24flow")
 DEFAULT_TOKEN_URL = "https://oauth.bitrix.info/oauth/token/"
 
 
-def is_loopback(host: str) -> bool:
-    """localhost, *.localhost, 127.0.0.0/8 or ::1."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url(url: object, name: str) -> tuple[str, str, str]:
-    """Validate a base URL; return (origin, path, host). HTTP only on loopback."""
-    if not isinstance(url, str):
-        raise TypeError(f"{name} must be a str, got {type(url).__name__}")
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"{name} must be an https:// URL")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ValueError(f"{name}: plain http:// is allowed only for loopback hosts; use https://")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{name} must not carry a query or fragment")
-    try:
-        parts.port  # noqa: B018 - urllib checks the range only when asked
-    except ValueError:
-        raise ValueError(f"{name}: the port is not a number from 1 to 65535") from None
-    return f"{parts.scheme}://{parts.netloc}", parts.path, parts.hostname
-
-
 class Auth(Protocol):
+    """Where a method is sent and with which credentials; what the client asks of one."""
+
     origin: str
     can_refresh: bool
+
+    @property
+    def refreshes(self) -> int:
+        """Refreshes this auth made (0 for a webhook)."""
+        ...
+
+    @property
+    def tokens(self) -> OAuthTokens | None:
+        """The OAuth pair in use (None for a webhook)."""
+        ...
 
     def url(self, method: str) -> str: ...
 
@@ -96,6 +75,8 @@ class WebhookAuth:
     """``https://portal/rest/USER/CODE/``: the code is the credential, kept out of reprs."""
 
     can_refresh = False
+    refreshes = 0
+    tokens: OAuthTokens | None = None
 
     def __init__(self, url: object) -> None:
         origin, path, host = check_base_url(url, "url")
@@ -123,79 +104,6 @@ class WebhookAuth:
         return False
 
 
-@attrs.frozen(repr=False)
-class OAuthTokens:
-    """An OAuth 2 token pair and what the token endpoint says with it.
-
-    ``expires_at`` is a unix time (None when unknown). The repr shows no secret.
-    """
-
-    access_token: str
-    refresh_token: str
-    expires_at: float | None = None
-    member_id: str | None = None
-    client_endpoint: str | None = None
-    scope: str | None = None
-
-    def __attrs_post_init__(self) -> None:
-        for name in ("access_token", "refresh_token"):
-            value = getattr(self, name)
-            if not isinstance(value, str):
-                raise TypeError(f"OAuthTokens.{name} must be a str")
-        if self.expires_at is not None and (
-            isinstance(self.expires_at, bool) or not isinstance(self.expires_at, (int, float))
-        ):
-            raise TypeError("OAuthTokens.expires_at must be a unix time (float) or None")
-        if self.expires_at is not None and not (
-            math.isfinite(self.expires_at) and self.expires_at >= 0
-        ):
-            raise ValueError(
-                f"OAuthTokens.expires_at must be a finite unix time >= 0, got {self.expires_at!r}"
-            )
-
-    def __repr__(self) -> str:
-        return (
-            f"OAuthTokens(access_token={mask_secret(self.access_token)}, "
-            f"refresh_token={mask_secret(self.refresh_token)}, expires_at={self.expires_at!r}, "
-            f"member_id={self.member_id!r}, client_endpoint={self.client_endpoint!r}, "
-            f"scope={self.scope!r})"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """A plain dict for storage (contains the secrets)."""
-        return attrs.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> OAuthTokens:
-        """Tokens from ``to_json`` output (unknown keys are ignored)."""
-        names = {a.name for a in attrs.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    @classmethod
-    def from_token_response(cls, body: dict[str, Any], now: float) -> OAuthTokens:
-        """Tokens from an OAuth server answer received at unix time ``now``."""
-        # expires_in is relative: immune to clock skew and to ``expires`` being whole seconds.
-        expires_in = body.get("expires_in")
-        expires = body.get("expires")
-        if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
-            # A non-positive lifetime is nonsense: treat the expiry as unknown rather than
-            # refreshing again before every call.
-            expires = now + float(expires_in) if expires_in > 0 else None
-        elif not isinstance(expires, (int, float)) or isinstance(expires, bool):
-            expires = None
-        scope = body.get("scope")
-        return cls(
-            access_token=str(body["access_token"]),
-            refresh_token=str(body["refresh_token"]),
-            expires_at=None if expires is None else float(expires),
-            member_id=None if body.get("member_id") is None else str(body["member_id"]),
-            client_endpoint=body.get("client_endpoint"),
-            scope=None if scope is None else str(scope),
-        )
-
-
-Refresher = Callable[[OAuthTokens], Awaitable[OAuthTokens]]
-OnRefresh = Callable[[OAuthTokens], Awaitable[None]]
 
 # Refresh answers that say the grant was not looked at: safe to send the same token again.
 _TRANSIENT_REFRESH_ERRORS = frozenset({"temporarily_unavailable"})
@@ -206,12 +114,12 @@ class OAuthAuth:
 
     can_refresh = True
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the OAuth options, each named by from_oauth
         self,
         endpoint: object,
         tokens: OAuthTokens | None,
         *,
-        store: Any = None,
+        store: TokenStore | None = None,
         client_id: str | None,
         client_secret: str | None,
         token_url: str,
@@ -228,9 +136,7 @@ class OAuthAuth:
             raise TypeError("tokens must be an aiob24flow.OAuthTokens (or pass store=)")
         if tokens is not None and not isinstance(tokens, OAuthTokens):
             raise TypeError("tokens must be an aiob24flow.OAuthTokens")
-        if store is not None and not all(
-            callable(getattr(store, name, None)) for name in ("read", "seed", "lock")
-        ):
+        if store is not None and not isinstance(store, TokenStore):
             raise TypeError("store must be a TokenStore (read, seed, lock)")
         if refresher is None:
             if not isinstance(client_id, str) or not client_id:
@@ -282,12 +188,13 @@ class OAuthAuth:
     async def _load(self) -> None:
         """With a store: read the pair once at start (seeding an empty store)."""
         async with self._load_lock:
-            if self._loaded:
+            store = self._store
+            if self._loaded or store is None:
                 return
-            stored = await self._store.read()
+            stored = await store.read()
             if stored.tokens is None and self._seed is not None:
-                await self._store.seed(self._seed)
-                stored = await self._store.read()
+                await store.seed(self._seed)
+                stored = await store.read()
             if stored.tokens is None:
                 raise self._stop(
                     RefreshRejected("the token store is empty and no tokens were given")
@@ -363,9 +270,8 @@ class OAuthAuth:
 
     async def _refresh_shared(self, stale: str) -> None:
         """Refresh once across every worker of the store (see ``_store.py``)."""
-        from ._store import LockLost
-
         store = self._store
+        assert store is not None  # only called with a store
         late = False
         async with store.lock() as lease:
             current = await lease.read()

@@ -7,6 +7,10 @@ outcome is real and the caller gets it). ``Interrupts`` keeps the set of tasks i
 waiting section; ``interrupt`` cancels them and the section turns that cancellation into
 the error given (``ClientClosed``, ``Stopped``). A cancellation that did not come from
 here (the caller cancelled its task) passes through untouched, as asyncio expects.
+
+Sections nest (a journal write inside a wait, a refresh inside a pause), as anyio's cancel
+scopes do: a task is waiting while it is inside any section, the innermost section turns
+the interrupt into its error, and the outer ones let that error pass.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ class Interrupts:
     """The tasks of one client that are waiting to send, and why they were interrupted."""
 
     def __init__(self) -> None:
-        self._waiting: set[asyncio.Task[object]] = set()
+        self._waiting: dict[asyncio.Task[object], int] = {}  # task -> sections entered
         self._reasons: dict[asyncio.Task[object], BaseException] = {}
 
     @contextmanager
@@ -31,7 +35,8 @@ class Interrupts:
         if task is None:  # pragma: no cover - always inside a task under asyncio
             yield
             return
-        self._waiting.add(task)
+        depth = self._waiting.get(task, 0)
+        self._waiting[task] = depth + 1
         try:
             yield
         except asyncio.CancelledError:
@@ -43,12 +48,18 @@ class Interrupts:
                 uncancel()
             raise reason from reason.__cause__
         finally:
-            self._waiting.discard(task)
-            # An interrupt that arrived as the wait ended is void: nothing was withheld.
-            if self._reasons.pop(task, None) is not None:
-                cancelling = getattr(task, "cancelling", None)
-                if cancelling is not None and cancelling():
-                    task.uncancel()  # type: ignore[attr-defined,unused-ignore]
+            if depth:  # still inside an outer section: still waiting
+                self._waiting[task] = depth
+            else:
+                del self._waiting[task]
+                self._void(task)
+
+    def _void(self, task: asyncio.Task[object]) -> None:
+        """An interrupt that arrived as the wait ended is void: nothing was withheld."""
+        if self._reasons.pop(task, None) is not None:
+            cancelling = getattr(task, "cancelling", None)
+            if cancelling is not None and cancelling():
+                task.uncancel()  # type: ignore[attr-defined,unused-ignore]
 
     def interrupt(
         self,

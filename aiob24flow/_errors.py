@@ -46,9 +46,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from ._bulk import BulkReport
+    from ._report import BulkReport
 
 __all__ = [
+    "NEVER_RETRIED",
     "AccessDenied",
     "AuthError",
     "B24Error",
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidCredentials",
     "InvalidToken",
+    "LimiterUnavailable",
     "MethodNotFound",
     "OAuthError",
     "OperationTimeLimit",
@@ -77,6 +79,7 @@ __all__ = [
     "Unreachable",
     "error_from_envelope",
     "is_systemic",
+    "is_withheld",
 ]
 
 
@@ -221,6 +224,10 @@ class Unreachable(RequestNotSent):
     """
 
 
+class LimiterUnavailable(RequestNotSent):
+    """The shared limiter (Redis) could not be reached: the request was not sent."""
+
+
 class Stopped(RequestNotSent):
     """Withheld at the last moment: the job was stopped (``stop=``) or ended by an error
     (the error is the ``__cause__``)."""
@@ -335,6 +342,17 @@ def error_from_envelope(
         else:
             cls = _BY_STATUS.get(status or 0, PortalError)
     return cls(text, code=code, status=status, method=method, key=key)
+
+
+#: Not sent, and not worth sending again: the caller ruled it out (stopped, closed), no
+#: valid token, or a host that is unreachable the same way next time.
+NEVER_RETRIED: tuple[type[B24Error], ...] = (Stopped, ClientClosed, RefreshFailed, Unreachable)
+
+
+def is_withheld(error: BaseException) -> bool:
+    """A request that waited and was not sent, for a reason the next one would meet too
+    (``NEVER_RETRIED``, or a shared limiter still away after its retries): it ends a job."""
+    return isinstance(error, (*NEVER_RETRIED, LimiterUnavailable))
 
 
 def is_systemic(error: BaseException) -> bool:

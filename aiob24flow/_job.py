@@ -11,16 +11,19 @@ folded in.
 ``Control`` is what the rounds of one public operation share (``set_active`` reads,
 toggles and reads again): the caller's stop event, the reason sending ended, the
 exception that aborted the operation and the progress counts.
+
+A job sends through a ``Pipeline`` (``_pipeline.py``) and knows nothing of ``FlowClient``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import operator
 from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import repeat
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
@@ -30,20 +33,17 @@ from ._errors import (
     B24Error,
     BatchCommandError,
     ClientClosed,
-    RefreshFailed,
     RequestNotSent,
     ResponseLost,
     ServerError,
     Stopped,
-    Unreachable,
     is_systemic,
+    is_withheld,
 )
+from ._pipeline import Pipeline
 from ._retry import should_retry
 
-if TYPE_CHECKING:
-    from ._client import FlowClient
-
-__all__ = ["Control", "Job", "Progress", "ProgressCallback"]
+__all__ = ["Control", "Job", "Outcome", "Progress", "ProgressCallback"]
 
 
 @attrs.frozen
@@ -79,6 +79,13 @@ class Control:
         self.aborted: BaseException | None = None
         self._jobs: list[Job] = []
         self._unsent: B24Error | None = None
+
+    def register(self, job: Job) -> None:
+        """A job of this operation is running: a halt interrupts its waiting workers."""
+        self._jobs.append(job)
+
+    def unregister(self, job: Job) -> None:
+        self._jobs.remove(job)
 
     @property
     def stopping(self) -> bool:
@@ -129,13 +136,6 @@ class Control:
             self.abort(exc)
 
 
-def _withheld(error: BaseException) -> bool:
-    """Errors of a request that waited and was not sent, and that the next one would meet."""
-    return isinstance(error, (Stopped, ClientClosed, RefreshFailed, Unreachable)) or (
-        type(error).__name__ == "LimiterUnavailable"
-    )
-
-
 class _Claim:
     """One batch request of a job: its flows are chosen when ``body()`` is called."""
 
@@ -172,9 +172,20 @@ class _Claim:
         return loads_bulk_answer(body)
 
 
-# What a job knows of each flow: one byte per flow, plus sparse maps for errors and for
-# results that are not booleans. A million flows cost a megabyte here, not a dict.
-PENDING, OK_TRUE, OK_FALSE, OK_VALUE, FAILED, UNKNOWN = range(6)
+class Outcome(enum.IntEnum):
+    """What is known of one flow: a byte per flow in a ``bytearray`` (plus sparse maps for
+    errors and for results that are not booleans), so a million flows cost a megabyte."""
+
+    PENDING = 0  # not settled yet
+    OK_TRUE = 1  # succeeded; the result is True
+    OK_FALSE = 2  # succeeded; the result is False
+    OK_VALUE = 3  # succeeded; the result is kept in a side map
+    FAILED = 4  # provably not applied
+    UNKNOWN = 5  # may have been applied
+
+
+# Plain ints for the hot paths (a bytearray stores and compares them without __index__).
+PENDING, OK_TRUE, OK_FALSE, OK_VALUE, FAILED, UNKNOWN = map(int, Outcome)
 
 
 class Job:
@@ -186,7 +197,7 @@ class Job:
 
     def __init__(
         self,
-        client: FlowClient,
+        pipeline: Pipeline,
         method: str,
         ids: Sequence[int],
         control: Control,
@@ -196,7 +207,7 @@ class Job:
         report_progress: bool = True,
         transform: Callable[[Any], Any] | None = None,
     ) -> None:
-        self.client = client
+        self.pipeline = pipeline
         self.method = method
         self.prefix = f"{method}?flowId="
         self.control = control
@@ -229,6 +240,14 @@ class Job:
     def ok(self) -> dict[int, Any]:
         ids, status = self.ids, self.status
         return {ids[p]: self._value(p) for p in range(len(ids)) if OK_TRUE <= status[p] <= OK_VALUE}
+
+    def error(self, position: int) -> B24Error:
+        """Why the flow at ``position`` is failed or unknown."""
+        return self._errors[position]
+
+    def errors(self) -> dict[int, B24Error]:
+        """position -> error, for every failed or unknown flow."""
+        return self._errors
 
     @property
     def failed(self) -> dict[int, B24Error]:
@@ -269,7 +288,7 @@ class Job:
         return self.control.unsent_error()
 
     def interrupt(self) -> None:
-        self.client._core.interrupts.interrupt(self.control.unsent_error, self._tasks)
+        self.pipeline.interrupt(self.control.unsent_error, self._tasks)
         self._notify()
 
     def _notify(self) -> None:
@@ -300,12 +319,12 @@ class Job:
         if control.stopping:
             self._account_unsent()
             return
-        workers = min(self.client.concurrency, -(-self.pending() // MAX_COMMANDS))
+        workers = min(self.pipeline.concurrency, -(-self.pending() // MAX_COMMANDS))
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(self._worker()) for _ in range(workers)]
         self._tasks.update(tasks)
         watcher = loop.create_task(self._watch_stop()) if control.stop is not None else None
-        control._jobs.append(self)
+        control.register(self)
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -315,7 +334,7 @@ class Job:
                 task.cancel()
             raise
         finally:
-            control._jobs.remove(self)
+            control.unregister(self)
             if watcher is not None:
                 watcher.cancel()
         self._account_unsent()
@@ -364,7 +383,7 @@ class Job:
 
     async def _send(self, claim: _Claim) -> None:
         try:
-            result = await self.client._send_claim(claim, self.method)
+            result = await self.pipeline.send_bulk(claim, self.method)
         except B24Error as exc:
             self._fold_error(claim, exc)
         except Exception as exc:  # a bug or an odd failure: never guess what happened
@@ -431,7 +450,7 @@ class Job:
             else:
                 self._set_error(position, FAILED, error)
                 failed += 1
-        if _withheld(error) or is_systemic(error):
+        if is_withheld(error) or is_systemic(error):
             self.control.halt(error)
         self._progress(0, failed, unknown)
 

@@ -14,22 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import attrs
 
+from ._types import Clock, Sleep
+
+if TYPE_CHECKING:
+    from ._operating import OperatingBudget
+
 __all__ = [
-    "Clock",
     "LeakyBucket",
     "Limiter",
+    "LimiterBackend",
     "RateLimit",
-    "Sleep",
     "bucket_for",
+    "portal_key",
 ]
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 
 
 def _loop_time() -> float:
@@ -60,7 +63,7 @@ class RateLimit:
     burst: float = attrs.field(default=50, validator=_positive("burst"))
     per_second: float = attrs.field(default=2, validator=_positive("per_second"))
     headroom: float | None = attrs.field(default=None)
-    backend: object | None = attrs.field(default=None, eq=False)
+    backend: LimiterBackend | None = attrs.field(default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if self.headroom is not None and (
@@ -102,13 +105,32 @@ class RateLimit:
 class Limiter(Protocol):
     """What the client needs of a limiter; the Redis backend implements it too."""
 
+    async def start(self) -> None:
+        """Called when the client is entered: a shared limiter says now that it is away."""
+        ...
+
     async def acquire(self) -> float:
         """Wait for a slot; return the seconds waited."""
+        ...
+
+    def release(self) -> None:
+        """Give back a slot reserved for a request that will not be sent."""
         ...
 
     async def refused(self) -> None:
         """The portal refused a request with QUERY_LIMIT_EXCEEDED: treat the bucket as full."""
         ...
+
+
+class LimiterBackend(Protocol):
+    """Where the limits of many processes meet (``RedisLimiter``): one bucket and one
+    operating budget per portal origin."""
+
+    def limiter_for(
+        self, origin: str, rate_limit: RateLimit, sleep: Sleep | None = None
+    ) -> Limiter: ...
+
+    def budget_for(self, origin: str, sleep: Sleep | None = None) -> OperatingBudget: ...
 
 
 class LeakyBucket:
@@ -149,6 +171,9 @@ class LeakyBucket:
         self._level += 1.0
         return wait
 
+    async def start(self) -> None:
+        """Nothing to check: the bucket lives in this process."""
+
     async def acquire(self) -> float:
         """Reserve a slot and sleep until it starts; return the seconds waited."""
         wait = self.reserve()
@@ -182,10 +207,22 @@ _buckets: dict[tuple[str, float, float, float], LeakyBucket] = {}
 _buckets_lock = threading.Lock()
 
 
+def portal_key(origin: str) -> str:
+    """The portal an origin names, as limits are shared: scheme, host and port, without
+    userinfo (a password must never reach a Redis key or a log line, and two userinfos
+    of one portal share one bucket)."""
+    parts = urlsplit(origin)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{host}:{port}"
+
+
 def bucket_for(origin: str, rate_limit: RateLimit) -> LeakyBucket:
     """The process-wide bucket of one portal: every client of that portal shares it."""
     key = (
-        origin,
+        portal_key(origin),
         float(rate_limit.burst),
         float(rate_limit.per_second),
         rate_limit.slots_kept_free,

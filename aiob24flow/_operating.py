@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._errors import OperationTimeLimit
-from ._limiter import Clock, Sleep
+from ._types import Clock, Sleep
 
 __all__ = ["MAX_WAIT", "OperatingBudget"]
 

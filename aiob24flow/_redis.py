@@ -23,14 +23,16 @@ raises ``LimiterUnavailable``. During a job, ``on_unavailable`` decides:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time as _time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from ._errors import RequestNotSent
-from ._limiter import LeakyBucket, RateLimit, Sleep
+from ._errors import LimiterUnavailable
+from ._limiter import LeakyBucket, RateLimit, portal_key
 from ._operating import OperatingBudget
+from ._types import Sleep
 
 __all__ = ["LimiterUnavailable", "RedisBucket", "RedisLimiter"]
 
@@ -63,11 +65,7 @@ return string.format('%.17g', wait)
 """
 
 
-class LimiterUnavailable(RequestNotSent):
-    """The shared limiter (Redis) could not be reached: the request was not sent."""
-
-
-def _redis_module() -> Any:
+def import_redis() -> Any:
     try:
         import redis.asyncio as aioredis
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -98,18 +96,18 @@ class RedisLimiter:
         if not isinstance(prefix, str) or not prefix:
             raise ValueError("prefix must be a non-empty str")
         if isinstance(url, str):
-            self._redis = _redis_module().from_url(
+            self.redis = import_redis().from_url(
                 url, socket_connect_timeout=2, socket_timeout=2, decode_responses=True
             )
             self._where = url.split("@")[-1]  # never show a password
         else:
-            self._redis = url
+            self.redis = url
             self._where = "the given redis client"
         self.prefix = prefix
         self.on_unavailable = on_unavailable
         self.fallback_share = fallback_share
         self.operating_limit = operating_limit
-        self._script = self._redis.register_script(_BUCKET_LUA)
+        self._script = self.redis.register_script(_BUCKET_LUA)
 
     def __repr__(self) -> str:
         return f"<RedisLimiter {self._where} prefix={self.prefix!r}>"
@@ -117,16 +115,19 @@ class RedisLimiter:
     async def check(self) -> None:
         """PING Redis; raise ``LimiterUnavailable`` with a clear message if it is away."""
         try:
-            await self._redis.ping()
+            await self.redis.ping()
         except Exception as exc:
             raise LimiterUnavailable(
                 f"cannot reach Redis at {self._where} for the shared rate limiter: "
                 f"{type(exc).__name__}"
             ) from None
 
-    def limiter_for(self, origin: str, rate_limit: RateLimit) -> RedisBucket:
-        """The shared bucket of one portal (used by ``FlowClient``)."""
-        return RedisBucket(self, origin, rate_limit)
+    def limiter_for(
+        self, origin: str, rate_limit: RateLimit, sleep: Sleep | None = None
+    ) -> RedisBucket:
+        """The shared bucket of one portal (used by ``FlowClient``); it sleeps with
+        ``sleep`` (a client's injected sleep), else ``asyncio.sleep``."""
+        return RedisBucket(self, origin, rate_limit, sleep=sleep)
 
     def budget_for(self, origin: str, sleep: Sleep | None = None) -> RedisOperatingBudget:
         """The shared operating budget of one portal (used by ``FlowClient``)."""
@@ -138,24 +139,32 @@ class RedisLimiter:
 
     async def aclose(self) -> None:
         """Close the Redis connection pool."""
-        await self._redis.aclose()
+        await self.redis.aclose()
 
 
 class RedisBucket:
     """One portal's bucket in Redis; implements the client's ``Limiter`` protocol."""
 
-    def __init__(self, backend: RedisLimiter, origin: str, rate_limit: RateLimit) -> None:
+    def __init__(
+        self,
+        backend: RedisLimiter,
+        origin: str,
+        rate_limit: RateLimit,
+        *,
+        sleep: Sleep | None = None,
+    ) -> None:
         self.backend = backend
         self.rate_limit = rate_limit
-        self.key = f"{backend.prefix}:bucket:{origin}"
+        self.key = f"{backend.prefix}:bucket:{portal_key(origin)}"
         self._capacity = float(rate_limit.burst) - rate_limit.slots_kept_free
         self._fallback = LeakyBucket(
             RateLimit(
                 burst=1, per_second=rate_limit.per_second / backend.fallback_share, headroom=0
-            )
+            ),
+            sleep=sleep,
         )
         self._degraded = False
-        self.sleep: Sleep | None = None
+        self.sleep: Sleep = sleep or asyncio.sleep
 
     async def start(self) -> None:
         await self.backend.check()
@@ -186,13 +195,11 @@ class RedisBucket:
             self._degraded = False
         logger.debug("shared bucket %s: wait %.3fs", self.key, wait)
         if wait > 0:
-            sleep = self.sleep
-            if sleep is None:
-                import asyncio
-
-                sleep = asyncio.sleep
-            await sleep(wait)
+            await self.sleep(wait)
         return wait
+
+    def release(self) -> None:
+        """A reserved slot stays taken: the shared bucket drains it (conservative)."""
 
     async def refused(self) -> None:
         try:
@@ -215,7 +222,7 @@ class RedisOperatingBudget(OperatingBudget):
     ) -> None:
         super().__init__(limit=limit, sleep=sleep)
         self.backend = backend
-        self.key = f"{backend.prefix}:operating:{origin}"
+        self.key = f"{backend.prefix}:operating:{portal_key(origin)}"
         self._pending: dict[str, str] = {}
 
     def observe(self, method: str, time: Mapping[str, Any] | None) -> None:
@@ -238,9 +245,9 @@ class RedisOperatingBudget(OperatingBudget):
         try:
             if self._pending:
                 pending, self._pending = self._pending, {}
-                await self.backend._redis.hset(self.key, mapping=pending)
-                await self.backend._redis.expire(self.key, 900)
-            shared = await self.backend._redis.hmget(self.key, names)
+                await self.backend.redis.hset(self.key, mapping=pending)
+                await self.backend.redis.expire(self.key, 900)
+            shared = await self.backend.redis.hmget(self.key, names)
         except Exception:
             shared = [None] * len(names)  # Redis away: the local figures still hold
         now = _time.time()

@@ -17,15 +17,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import tenacity
 
-from ._errors import (
-    ClientClosed,
-    OperationTimeLimit,
-    QueryLimitExceeded,
-    RefreshFailed,
-    RequestNotSent,
-    Stopped,
-    Unreachable,
-)
+from ._errors import NEVER_RETRIED, OperationTimeLimit, QueryLimitExceeded, RequestNotSent
 
 __all__ = ["RetryPolicy", "retry_delay", "retrying", "should_retry"]
 
@@ -71,7 +63,7 @@ def should_retry(exc: BaseException) -> bool:
     ``RefreshFailed``: sending again is what the caller ruled out) and an unreachable
     host (DNS failure, connection refused: the same next time).
     """
-    if isinstance(exc, (Stopped, ClientClosed, RefreshFailed, Unreachable)):
+    if isinstance(exc, NEVER_RETRIED):
         return False
     return isinstance(exc, (QueryLimitExceeded, OperationTimeLimit, RequestNotSent))
 

@@ -28,13 +28,12 @@ import os
 import secrets
 import tempfile
 import time as _time
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-import attrs
-
-from ._auth import OAuthTokens
 from ._redact import redact
+from ._redis import import_redis
+from ._tokens import LockLost, OAuthTokens, StoredTokens, TokenLease, TokenStore
 
 __all__ = [
     "FileTokenStore",
@@ -47,55 +46,6 @@ __all__ = [
 
 _TOKEN_FIELDS = ("access_token", "refresh_token", "expires_at", "member_id",
                  "client_endpoint", "scope")  # fmt: skip
-
-
-class LockLost(Exception):
-    """The refresh lock expired (or was taken over) before the write: nothing was written."""
-
-
-@attrs.frozen(repr=False)
-class StoredTokens:
-    """What a store holds: the pair (None when empty) and the spending record."""
-
-    tokens: OAuthTokens | None
-    spending: str | None = None
-
-    def __repr__(self) -> str:
-        return f"StoredTokens(tokens={self.tokens!r}, spending={self.spending is not None})"
-
-
-class TokenLease(Protocol):
-    """The refresh lock, held: reads and fenced writes."""
-
-    async def read(self) -> StoredTokens: ...
-
-    async def mark_spending(self, refresh_token: str) -> None:
-        """Record, before sending it, the refresh token about to be spent."""
-        ...
-
-    async def clear_spending(self) -> None:
-        """The refresh never left: the token is not spent."""
-        ...
-
-    async def write(self, tokens: OAuthTokens) -> None:
-        """Store the new pair and clear the spending record; ``LockLost`` if not held."""
-        ...
-
-
-class TokenStore(Protocol):
-    """Where many workers keep one portal's OAuth tokens."""
-
-    async def read(self) -> StoredTokens:
-        """The pair now (no lock): at start and after a 401."""
-        ...
-
-    async def seed(self, tokens: OAuthTokens) -> bool:
-        """Store ``tokens`` only if the store is empty; True when they were stored."""
-        ...
-
-    def lock(self) -> contextlib.AbstractAsyncContextManager[TokenLease]:
-        """Hold the refresh lock (waiting for it) for one refresh."""
-        ...
 
 
 def _tokens_to_fields(tokens: OAuthTokens) -> dict[str, str]:
@@ -158,9 +108,8 @@ class RedisTokenStore:
         if not isinstance(lock_ttl, (int, float)) or isinstance(lock_ttl, bool) or lock_ttl <= 0:
             raise ValueError("lock_ttl must be a positive number of seconds")
         if isinstance(url_or_client, str):
-            from ._redis import _redis_module
 
-            self._redis = _redis_module().from_url(url_or_client, decode_responses=True)
+            self._redis = import_redis().from_url(url_or_client, decode_responses=True)
             self._owns = True
             self._url = redact(url_or_client)
         else:
@@ -195,7 +144,7 @@ class RedisTokenStore:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.5)
         try:
-            yield _RedisLease(self, token)
+            yield _RedisLease(self, self._redis, token)
         finally:
             with contextlib.suppress(Exception):
                 await self._redis.eval(_RELEASE_LUA, 1, self.lock_key, token)
@@ -207,16 +156,19 @@ class RedisTokenStore:
 
 
 class _RedisLease:
-    def __init__(self, store: RedisTokenStore, token: str) -> None:
+    """The lock of a ``RedisTokenStore``, held: every write fenced by the lock token."""
+
+    def __init__(self, store: RedisTokenStore, redis: Any, token: str) -> None:
         self._store = store
+        self._redis = redis
         self.token = token
 
     async def read(self) -> StoredTokens:
         return await self._store.read()
 
     async def _fenced(self, script: str, *args: str) -> None:
-        s = self._store
-        if not await s._redis.eval(script, 2, s.key, s.lock_key, self.token, *args):
+        store = self._store
+        if not await self._redis.eval(script, 2, store.key, store.lock_key, self.token, *args):
             raise LockLost("the refresh lock expired before the write")
 
     async def mark_spending(self, refresh_token: str) -> None:
@@ -317,31 +269,40 @@ class FileTokenStore:
     @contextlib.asynccontextmanager
     async def lock(self) -> AsyncIterator[_FileLease]:
         async with self._flock():
-            yield _FileLease(self)
+            yield _FileLease(self._stored, self._load, self._dump)
 
 
 class _FileLease:
-    def __init__(self, store: FileTokenStore) -> None:
-        self._store = store
+    """The lock of a ``FileTokenStore``, held (the flock is the fence)."""
+
+    def __init__(
+        self,
+        stored: Callable[[], StoredTokens],
+        load: Callable[[], dict[str, Any]],
+        dump: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self._stored = stored
+        self._load = load
+        self._dump = dump
 
     async def read(self) -> StoredTokens:
-        return self._store._stored()
+        return self._stored()
 
     async def mark_spending(self, refresh_token: str) -> None:
-        data = self._store._load()
+        data = self._load()
         data["spending_refresh_token"] = refresh_token
         data["spending_since"] = _time.time()
-        self._store._dump(data)
+        self._dump(data)
 
     async def clear_spending(self) -> None:
-        data = self._store._load()
+        data = self._load()
         data.pop("spending_refresh_token", None)
         data.pop("spending_since", None)
-        self._store._dump(data)
+        self._dump(data)
 
     async def write(self, tokens: OAuthTokens) -> None:
-        data = self._store._load()
+        data = self._load()
         data.update(tokens.to_json())
         data.pop("spending_refresh_token", None)
         data.pop("spending_since", None)
-        self._store._dump(data)
+        self._dump(data)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 __all__ = [
     "MAX_FLOW_ID",
+    "check_base_url",
     "check_bool",
     "check_fields",
     "check_flow_id",
     "check_flow_ids",
     "check_method",
     "check_number",
+    "is_loopback",
 ]
 
 
@@ -96,3 +100,31 @@ def check_number(value: object, name: str, *, positive: bool = False) -> float:
         bound = "> 0" if positive else ">= 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     return float(value)
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, *.localhost, 127.0.0.0/8 or ::1."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: object, name: str) -> tuple[str, str, str]:
+    """Validate a base URL; return (origin, path, host). HTTP only on loopback."""
+    if not isinstance(url, str):
+        raise TypeError(f"{name} must be a str, got {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{name} must be an https:// URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError(f"{name}: plain http:// is allowed only for loopback hosts; use https://")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{name} must not carry a query or fragment")
+    try:
+        parts.port  # noqa: B018 - urllib checks the range only when asked
+    except ValueError:
+        raise ValueError(f"{name}: the port is not a number from 1 to 65535") from None
+    return f"{parts.scheme}://{parts.netloc}", parts.path, parts.hostname

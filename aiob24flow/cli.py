@@ -21,8 +21,7 @@ from typing import Any, TextIO, TypeVar
 import attrs
 
 from ._argtypes import OneLineParser, count, non_negative, positive
-from ._auth import DEFAULT_TOKEN_URL, OAuthTokens
-from ._bulk import BulkReport, Progress
+from ._auth import DEFAULT_TOKEN_URL
 from ._client import FlowClient
 from ._errors import (
     AuthError,
@@ -32,9 +31,12 @@ from ._errors import (
     Unreachable,
     is_systemic,
 )
+from ._job import Progress
 from ._limiter import RateLimit
 from ._redact import redact
-from ._store import FileTokenStore, RedisTokenStore, TokenStore
+from ._report import BulkReport
+from ._store import FileTokenStore, RedisTokenStore
+from ._tokens import OAuthTokens, TokenStore
 from ._validate import MAX_FLOW_ID
 from ._version import __version__
 

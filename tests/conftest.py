@@ -44,7 +44,7 @@ def both_schemes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         pytest.importorskip("trustme")
         from aiob24flow import _client
 
-        choose = _client._ssl_option
+        choose = _client.ssl_option
 
         def trusting(value: object, origin: str) -> Any:
             if value is None and _TLS["context"] is not None and origin.startswith("https"):
@@ -52,7 +52,7 @@ def both_schemes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
             return choose(value, origin)
 
         monkeypatch.setitem(_TLS, "on", True)
-        monkeypatch.setattr(_client, "_ssl_option", trusting)
+        monkeypatch.setattr(_client, "ssl_option", trusting)
     return str(request.param)
 
 

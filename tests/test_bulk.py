@@ -233,7 +233,7 @@ async def test_get_many_fields_keeps_those_keys_of_each_flow() -> None:
 async def test_get_many_fields_fails_a_flow_whose_answer_is_not_an_object() -> None:
     from aiob24flow import _bulk
 
-    project = _bulk._projection(("active",))
+    project = _bulk.projection(("active",))
     assert project({"active": True, "name": "x"}) == {"active": True}
     with pytest.raises(ValueError, match="not an object"):
         project(["active"])
@@ -261,7 +261,7 @@ async def test_operating_limit_inside_batches_pauses_the_method_and_resumes() ->
             sleep=sleep,
             concurrency=1,
         )
-        client._core.budget._now = wall  # the budget reads the same (fake) wall clock
+        client._pipeline.shared.budget._now = wall  # the budget reads the same (fake) wall clock
         async with client:
             report = await client.activate_many(range(1, 301))
             assert await client.pin(1) is True  # other methods were never held back

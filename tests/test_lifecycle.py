@@ -173,7 +173,7 @@ async def test_aclose_withholds_calls_waiting_in_the_limiter() -> None:
         assert server.state.requests == 2 and server.state.activations.total() == 2
         with pytest.raises(b24.ClientClosed):
             await client.activate(1)
-        assert client._core.transport._session.closed  # type: ignore[union-attr]
+        assert client._pipeline.shared.transport._session.closed  # type: ignore[union-attr]
 
 
 async def test_aclose_lets_a_request_on_the_wire_finish() -> None:
@@ -370,3 +370,50 @@ def test_a_second_event_loop_is_refused_before_sending() -> None:
 
     asyncio.run(first())
     asyncio.run(second())
+
+
+async def test_interrupts_reach_a_task_inside_nested_waiting_sections() -> None:
+    """``Interrupts.waiting()`` nests (a journal write inside a wait, a refresh inside a
+    pause): the interrupt reaches the task, the innermost section turns it into the
+    error, and the outer section lets it pass."""
+    from aiob24flow._control import Interrupts
+
+    interrupts = Interrupts()
+    entered = asyncio.Event()
+    seen: list[str] = []
+
+    async def nested() -> None:
+        with interrupts.waiting():
+            with interrupts.waiting():
+                pass  # an inner section that ended must not unregister the outer one
+            with interrupts.waiting():
+                entered.set()
+                try:
+                    await asyncio.sleep(3600)
+                except b24.ClientClosed:
+                    seen.append("inner")
+                    raise
+            seen.append("never")
+
+    task = asyncio.create_task(nested())
+    await entered.wait()
+    assert interrupts.interrupt(lambda: b24.ClientClosed("closed")) == 1
+    with pytest.raises(b24.ClientClosed):
+        await task
+    assert seen == []  # the sleep met CancelledError; the section raised ClientClosed
+
+    # After an inner section ends, the task is still waiting in the outer one.
+    outer_entered = asyncio.Event()
+
+    async def outer_wait() -> None:
+        with interrupts.waiting():
+            with interrupts.waiting():
+                await asyncio.sleep(0)
+            outer_entered.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(outer_wait())
+    await outer_entered.wait()
+    assert interrupts.interrupt(lambda: b24.Stopped("stopped")) == 1
+    with pytest.raises(b24.Stopped):
+        await task

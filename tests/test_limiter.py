@@ -106,7 +106,7 @@ def test_one_bucket_per_portal_in_process() -> None:
     assert bucket_for("https://b.bitrix24.com", limit) is not a
     c1 = b24.FlowClient.from_webhook("https://a.bitrix24.com/rest/1/x/", rate_limit=limit)
     c2 = b24.FlowClient.from_webhook("https://a.bitrix24.com/rest/2/y/", rate_limit=limit)
-    assert c1._core.limiter is c2._core.limiter is a
+    assert c1.limiter is c2.limiter is a
 
 
 @pytest.mark.parametrize(
@@ -131,12 +131,12 @@ def test_bucket_outlives_its_clients() -> None:
 
     limit = b24.RateLimit(50, 2)
     first = b24.FlowClient.from_webhook("https://c.bitrix24.com/rest/1/x/", rate_limit=limit)
-    bucket = first._core.limiter
+    bucket = first.limiter
     bucket_id = id(bucket)
     del first, bucket
     gc.collect()
     second = b24.FlowClient.from_webhook("https://c.bitrix24.com/rest/1/x/", rate_limit=limit)
-    assert id(second._core.limiter) == bucket_id
+    assert id(second.limiter) == bucket_id
 
 
 @pytest.mark.parametrize(("burst", "rate"), [(50, 2), (50, 20), (250, 5)])

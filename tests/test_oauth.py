@@ -9,7 +9,7 @@ import time
 import pytest
 
 import aiob24flow as b24
-from aiob24flow._client import MAX_TOKEN_RECOVERIES
+from aiob24flow._pipeline import MAX_TOKEN_RECOVERIES
 from aiob24flow.emulator import EmulatorServer, Faults
 from tests.conftest import oauth_client, serve, tokens_of
 

@@ -159,7 +159,7 @@ async def test_redis_lost_mid_job_local_fallback() -> None:
         report = await client.activate_many(range(1, 201))
         await client.aclose()
         assert report.ok and server.state.activations.total() == 200
-        bucket = client._core.limiter
+        bucket = client.limiter
         assert isinstance(bucket, RedisBucket) and bucket._degraded
 
 
@@ -218,3 +218,37 @@ async def test_four_processes_share_one_bucket(redis_url: str) -> None:
     assert all(o["summary"]["succeeded"] == 2500 for o in outputs)  # type: ignore[index]
     assert all(server.state.activations[i] == 1 for i in range(1, 10001))
     assert elapsed >= (200 - 50) / 20 * 0.95  # the portal's minimum: nobody cheated
+
+
+async def test_bucket_keys_carry_no_userinfo(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A password in the webhook URL never reaches a Redis key or a log line, and two
+    userinfos of one portal share one bucket (issue: a secret in Redis key names)."""
+    import logging
+
+    import redis.asyncio as aioredis
+
+    prefix = unique_prefix()
+    backend = b24.RedisLimiter(redis_url, prefix=prefix)
+    caplog.set_level(logging.DEBUG, logger="aiob24flow")
+    async with serve(flows=3) as server:
+        url = server.webhook_url()
+        secret = url.replace("://", "://alice:S3CRETPASS@", 1)
+        other = url.replace("://", "://bob:OTHERPASS@", 1)
+        limit = b24.RateLimit(50, 2, headroom=0, backend=backend)
+        for webhook in (secret, other):
+            async with b24.FlowClient.from_webhook(webhook, rate_limit=limit) as client:
+                await client.activate(1)
+                await client.activate_many([2, 3])
+    redis = aioredis.from_url(redis_url, decode_responses=True)
+    keys = [key async for key in redis.scan_iter(f"{prefix}:*")]
+    await redis.aclose()
+    await backend.aclose()
+    assert keys, "the shared bucket wrote nothing"
+    assert not [k for k in keys if "PASS" in k or "@" in k], keys
+    host_port = url.split("://", 1)[1].split("/", 1)[0]
+    assert f"{prefix}:bucket:http://{host_port}" in keys  # one bucket for both userinfos
+    assert len([k for k in keys if ":bucket:" in k]) == 1
+    assert "PASS" not in caplog.text
+    assert "shared bucket" in caplog.text  # the DEBUG line was written, without the secret

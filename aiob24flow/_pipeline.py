@@ -1,0 +1,419 @@
+"""The send path, one concern per layer (as httpx's ``_send_handling_*``)::
+
+    Pipeline.send(method, outgoing)      retry: re-send only what provably did not run
+      -> _send_authenticated             a 401 is recovered with a new token, then re-sent
+        -> _send_admitted                slot, operating budget, limiter, token; claim the body
+          -> _send_single                one POST, parse, stats, log
+
+``Shared`` is what every ``with_options`` copy of a client shares (auth, transport,
+limiter, budget, stats, the waiting tasks); a ``Pipeline`` is that plus the options of
+one copy. Bulk jobs depend on the pipeline, never on ``FlowClient``.
+
+Every wait before a request leaves is a *waiting section* (``Interrupts``): ``aclose()``
+and a job's stop interrupt it, and nothing on the wire. ``Outgoing.body()`` is called at
+the last moment before the request leaves, so a bulk job binds its flows only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import tenacity
+
+from . import _json
+from ._auth import Auth
+from ._batch import BatchResult, BulkAnswer, parse_batch, parse_bulk
+from ._config import RequestOptions
+from ._control import Interrupts
+from ._envelope import Envelope, parse_response
+from ._errors import (
+    B24Error,
+    ClientClosed,
+    InvalidToken,
+    OAuthError,
+    OperationTimeLimit,
+    QueryLimitExceeded,
+    RefreshFailed,
+    RequestNotSent,
+    TokenExpired,
+)
+from ._limiter import Limiter
+from ._operating import OperatingBudget
+from ._redact import redact
+from ._retry import retrying, should_retry
+from ._stats import Stats
+from ._transport import Transport
+from ._types import Sleep
+
+__all__ = ["MAX_TOKEN_RECOVERIES", "Fixed", "Outgoing", "Pipeline", "Shared", "encode"]
+
+logger = logging.getLogger("aiob24flow")
+
+# A request answered 401 is re-sent with a new token at most this many times (a 401 means
+# it did not run; a token the portal keeps refusing ends the request).
+MAX_TOKEN_RECOVERIES = 3
+
+
+class Outgoing(Protocol):
+    """What a request carries; ``body()`` is called at the last moment before it leaves
+    (and before every re-send) and may withhold it by raising a ``RequestNotSent``."""
+
+    @property
+    def commands(self) -> int: ...
+
+    def body(self) -> bytes: ...
+
+    def decode(self, body: bytes) -> Any:
+        """Decode the answer (a bulk batch skips what its job does not read)."""
+        ...
+
+
+class Fixed:
+    """The body of a single call or batch: known up front."""
+
+    __slots__ = ("_body", "commands")
+
+    def __init__(self, body: bytes, commands: int = 1) -> None:
+        self._body = body
+        self.commands = commands
+
+    def decode(self, body: bytes) -> Any:
+        return _json.loads(body)
+
+    def body(self) -> bytes:
+        return self._body
+
+
+def encode(payload: Mapping[str, Any]) -> bytes:
+    try:
+        return _json.dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"params must be JSON-serialisable: {exc}") from None
+
+
+class Shared:
+    """What a client and every ``with_options`` copy of it share."""
+
+    def __init__(
+        self,
+        auth: Auth,
+        transport: Transport,
+        limiter: Limiter,
+        budget: OperatingBudget,
+        sleep: Sleep,
+        connections: int,
+    ) -> None:
+        self.auth = auth
+        self.transport = transport
+        self.limiter = limiter
+        self.budget = budget
+        self.sleep = sleep
+        self.stats = Stats()
+        self.closed = False
+        self.interrupts = Interrupts()
+        # Requests between "slot taken" and "answer read"; the connector has as many
+        # connections, so aiohttp never queues a request we believe has left.
+        self.slots = asyncio.Semaphore(connections)
+        self.on_wire = 0
+        self.idle: asyncio.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def check_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = loop
+        elif loop is not self.loop:
+            raise RuntimeError(
+                "this FlowClient is bound to another event loop; create one client per loop"
+            )
+
+    async def close(self) -> None:
+        """Refuse new work, interrupt what waits, let the wire drain, close the transport."""
+        if self.closed:
+            return
+        self.closed = True
+        self.interrupts.interrupt(
+            lambda: ClientClosed("not sent: the client was closed while this call waited")
+        )
+        if self.on_wire:
+            self.idle = asyncio.Event()
+            await self.idle.wait()
+        await self.transport.aclose()
+
+
+class _Ticket:
+    """The token a request went out with (a 401 is recovered against it)."""
+
+    __slots__ = ("token",)
+
+    def __init__(self) -> None:
+        self.token = ""
+
+
+class Pipeline:
+    """The send path of one client (or ``with_options`` copy): ``send``, ``send_bulk``."""
+
+    def __init__(self, shared: Shared, options: RequestOptions) -> None:
+        self.shared = shared
+        self.options = options
+
+    @property
+    def concurrency(self) -> int:
+        return self.options.concurrency
+
+    @property
+    def closed(self) -> bool:
+        return self.shared.closed
+
+    # -- what jobs use besides sending ------------------------------------------------------
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """A section that ``aclose()`` and a job's stop interrupt (see ``Interrupts``)."""
+        with self.shared.interrupts.waiting():
+            yield
+
+    def interrupt(
+        self,
+        make_reason: Callable[[], BaseException],
+        only: Collection[asyncio.Task[Any]] | None = None,
+    ) -> int:
+        """Interrupt the waiting tasks (all, or those in ``only``) with ``make_reason()``."""
+        return self.shared.interrupts.interrupt(make_reason, only)
+
+    async def pause(self, seconds: float) -> None:
+        """An interruptible sleep (between retries, before a read-back)."""
+        with self.waiting():
+            await self.shared.sleep(seconds)
+
+    # -- retry ------------------------------------------------------------------------------
+
+    async def send(
+        self, method: str, outgoing: Outgoing, budget_methods: tuple[str, ...]
+    ) -> Envelope:
+        """Send one request; re-send it only while it provably did not run."""
+        shared = self.shared
+        shared.check_loop()
+        if shared.closed:
+            raise ClientClosed("the client is closed")
+        # Fast path: most requests succeed at once and need no retry machinery.
+        try:
+            return await self._send_authenticated(method, outgoing, budget_methods)
+        except Exception as exc:
+            if self.options.retry.attempts == 1 or not should_retry(exc):
+                raise
+            first_failure = exc
+        # Refused: tenacity takes over, counting the attempt already made as its first.
+        made = False
+        async for attempt in retrying(
+            self.options.retry, sleep=self.pause, before_sleep=self._on_retry
+        ):
+            with attempt:
+                if not made:
+                    made = True
+                    raise first_failure
+                return await self._send_authenticated(method, outgoing, budget_methods)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _on_retry(self, state: tenacity.RetryCallState) -> None:
+        self.shared.stats.retries += 1
+        exc = state.outcome.exception() if state.outcome else None
+        logger.info("retrying after %s (attempt %d)", type(exc).__name__, state.attempt_number)
+
+    # -- auth -------------------------------------------------------------------------------
+
+    async def _send_authenticated(
+        self, method: str, outgoing: Outgoing, budget_methods: tuple[str, ...]
+    ) -> Envelope:
+        recoveries = 0  # 401s answered with a new token for this request
+        while True:
+            ticket = _Ticket()
+            try:
+                return await self._send_admitted(method, outgoing, budget_methods, ticket)
+            except (TokenExpired, InvalidToken) as failure:
+                # A 401 means the call did not run: refresh if needed (or adopt the token
+                # another call or worker refreshed meanwhile), then re-send. More than one
+                # round is rare: a token refreshed again before this request got its turn.
+                if recoveries >= MAX_TOKEN_RECOVERIES:
+                    raise
+                try:
+                    with self.waiting():
+                        recovered = await self.shared.auth.recover(ticket.token, failure)
+                except OAuthError as exc:
+                    raise not_sent_for(exc) from exc
+                if not recovered:
+                    raise
+                recoveries += 1
+
+    # -- admission --------------------------------------------------------------------------
+
+    async def _send_admitted(
+        self,
+        method: str,
+        outgoing: Outgoing,
+        budget_methods: tuple[str, ...],
+        ticket: _Ticket,
+    ) -> Envelope:
+        shared = self.shared
+        # Waiting: aclose() and a job's stop interrupt these, and only these.
+        with self.waiting():
+            await shared.slots.acquire()
+        try:
+            headers, body = await self._admit(outgoing, budget_methods, ticket)
+            return await self._send_single(method, body, headers, outgoing)
+        except B24Error as exc:
+            failure = exc
+        finally:
+            shared.slots.release()
+        await self._account(failure)  # with the slot given back
+        raise failure
+
+    async def _admit(
+        self, outgoing: Outgoing, budget_methods: tuple[str, ...], ticket: _Ticket
+    ) -> tuple[dict[str, str], bytes]:
+        """Wait for the budget, the limiter and a token; then claim the body."""
+        shared = self.shared
+        with self.waiting():
+            await shared.budget.wait(budget_methods)
+            shared.stats.limiter_wait_seconds += await shared.limiter.acquire()
+            try:
+                headers, ticket.token = await shared.auth.headers()
+            except BaseException as exc:
+                shared.limiter.release()
+                if isinstance(exc, OAuthError):
+                    raise not_sent_for(exc) from exc
+                raise
+        # The last moment before the request leaves: claim or withhold.
+        try:
+            if shared.closed:
+                raise ClientClosed("not sent: the client was closed")
+            body = outgoing.body()
+        except BaseException:
+            shared.limiter.release()
+            raise
+        headers["Content-Type"] = "application/json"
+        return headers, body
+
+    async def _account(self, failure: B24Error) -> None:
+        """What a refusal or a lost answer tells the limiter, the budget and the stats."""
+        shared = self.shared
+        if isinstance(failure, QueryLimitExceeded):
+            shared.stats.query_limit_refusals += 1
+            await shared.limiter.refused()  # the portal's bucket is full: resynchronise
+        elif isinstance(failure, OperationTimeLimit):
+            shared.stats.operation_limit_refusals += 1
+            shared.budget.refused(failure)
+        elif failure.may_have_run:
+            shared.stats.unknown_outcomes += 1
+
+    # -- one request ------------------------------------------------------------------------
+
+    async def _send_single(
+        self, method: str, body: bytes, headers: dict[str, str], outgoing: Outgoing
+    ) -> Envelope:
+        shared = self.shared
+        timeout = self.options.timeout
+        commands = outgoing.commands
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        shared.on_wire += 1
+        try:
+            raw = await shared.transport.post(shared.auth.url(method), body, headers, timeout)
+            envelope = parse_response(raw, method, outgoing.decode)
+        except B24Error as exc:
+            if not isinstance(exc, RequestNotSent):
+                shared.stats.requests += 1
+                shared.stats.commands += commands
+            if exc.method is None:
+                exc.method = method
+            exc.sent_at = sent_at
+            if exc.may_have_run and not exc.finished:
+                exc.finished = loop.time() - sent_at >= timeout.portal_limit
+            _log_request(method, commands, loop.time() - sent_at, exc)
+            raise
+        finally:
+            shared.on_wire -= 1
+            if shared.on_wire == 0 and shared.idle is not None:
+                shared.idle.set()
+        shared.stats.requests += 1
+        shared.stats.commands += commands
+        _log_request(method, commands, loop.time() - sent_at, raw.status)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s body: %s", method, redact(body.decode("utf-8", "replace")))
+        shared.budget.observe(method, envelope.time)
+        return envelope
+
+    # -- batches ----------------------------------------------------------------------------
+
+    async def send_bulk(self, outgoing: Outgoing, method: str) -> BulkAnswer:
+        """One batch of a bulk job (``method`` for every command): the flows are bound
+        when the request leaves, and the answer is folded lean."""
+        envelope = await self.send("batch", outgoing, ("batch", method))
+        answer = parse_bulk(envelope.result, method)
+        budget = self.shared.budget
+        if answer.last_time is not None:
+            budget.observe(method, answer.last_time)
+        for raw in answer.errors.values():
+            if isinstance(raw, dict) and raw.get("error") == "OPERATION_TIME_LIMIT":
+                budget.refused(OperationTimeLimit("blocked", method=method))
+                break  # once per answer: the method is held either way
+        return answer
+
+    async def send_batch(
+        self,
+        wire_keys: list[str],
+        methods: list[str],
+        cmds: list[str],
+        user_keys: list[Any],
+        *,
+        halt: bool,
+    ) -> BatchResult:
+        """A ``batch`` of any commands: every result and error, keyed as the caller's."""
+        payload = {"halt": 1 if halt else 0, "cmd": dict(zip(wire_keys, cmds, strict=True))}
+        budget_methods = ("batch", *dict.fromkeys(methods))
+        envelope = await self.send("batch", Fixed(encode(payload), len(cmds)), budget_methods)
+        result = parse_batch(envelope.result, envelope.time, wire_keys, methods, user_keys)
+        budget = self.shared.budget
+        if result.times:
+            # The newest figure per method is all the budget needs.
+            method_of = dict(zip(user_keys, methods, strict=True))
+            latest = {method_of[key]: time for key, time in result.times.items()}
+            for sub_method, time in latest.items():
+                budget.observe(sub_method, time)
+        for err in result.errors.values():
+            if isinstance(err, OperationTimeLimit):
+                budget.refused(err)
+        return result
+
+
+def not_sent_for(error: OAuthError) -> RefreshFailed:
+    """The call waited for a token that did not come: it was never sent."""
+    return RefreshFailed(
+        f"not sent: no valid access token ({type(error).__name__}: {error.description})",
+        code=error.code,
+        status=error.status,
+    )
+
+
+def _log_request(method: str, commands: int, elapsed: float, outcome: int | B24Error) -> None:
+    """The one INFO line per HTTP request (nothing secret: no URL, no body)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    plural = "" if commands == 1 else "s"
+    if isinstance(outcome, int):
+        logger.info(
+            "POST %s -> %d (%d command%s) in %.3fs", method, outcome, commands, plural, elapsed
+        )
+    else:
+        logger.info(
+            "POST %s failed after %.3fs (%d command%s): %s",
+            method,
+            elapsed,
+            commands,
+            plural,
+            redact(str(outcome)),
+        )
