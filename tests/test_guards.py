@@ -5,6 +5,8 @@ library's safety decisions is flipped, and asserts on what the portal recorded.
    ``max_rounds`` (``RetryPolicy.attempts``) times, never once more, and ``set_pinned``
    pins at most ``2 * max_rounds + 1`` times and gives up after ``max_rounds`` lost
    answers; ``unknown`` holds the error of the last send.
+2. A 5xx gateway page without a Bitrix24 envelope may have run and is not finished: the
+   read-back waits ``portal_limit`` before trusting a read, and it is never re-sent.
 
 No test sleeps for real except where a socket timeout is the thing under test.
 """
@@ -13,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 import aiob24flow as b24
 from aiob24flow.emulator import EmulatorServer, Faults, Portal, PortalConfig
@@ -201,3 +206,131 @@ async def test_set_pinned_pins_a_flow_at_most_twice_max_rounds_plus_one_times() 
     # ``unknown`` "did not converge": converge_pinned leaves them in ``pending``.)
     assert sorted([*report.failed, *report.unknown]) == [1, 2]
     assert portal.state.pins[(1, 1)] is False and portal.state.pins[(2, 1)] is False
+
+
+# -- 2. a gateway page is not a finished answer --------------------------------------
+
+REPLAYED = "X-Test-Replayed"
+HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+HTML_504 = b"<html><head><title>504 Gateway Time-out</title></head><body>nginx</body></html>"
+PAGES = {
+    "502-html": (502, HTML_502),
+    "504-html": (504, HTML_504),
+    "502-empty": (502, b""),
+    "504-empty": (504, b""),
+}
+
+
+class FrontedPortal(Portal):
+    """The emulator behind a front end (nginx) that answers some toggles itself.
+
+    ``pages`` queues the front end's answers for the next toggle requests (single or
+    batch), each ``(status, body, when)``: ``"after"``, PHP ran the request and the
+    gateway's page replaced its answer; ``"late"``, the gateway answered at once and PHP
+    runs the request when ``finish_late()`` is awaited (a portal finishes a request whose
+    client is gone, protocol.md §10). Other requests pass through.
+    """
+
+    def __init__(self, config: PortalConfig) -> None:
+        super().__init__(config)
+        self.pages: deque[tuple[int, bytes, str]] = deque()
+        self.held: list[tuple[str, bytes]] = []
+
+    def app(self) -> web.Application:
+        app = super().app()
+
+        @web.middleware
+        async def front(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            if not self.pages or request.headers.get(REPLAYED):
+                return await handler(request)
+            body = await request.read()
+            if b"Flow.activate" not in body and not request.path.endswith("Flow.activate"):
+                return await handler(request)
+            status, page, when = self.pages.popleft()
+            if when == "after":
+                await handler(request)  # ran; its answer never reaches the client
+            else:
+                self.held.append((str(request.url), body))
+            if not page:
+                return web.Response(status=status)
+            return web.Response(status=status, body=page, content_type="text/html")
+
+        app.middlewares.append(front)
+        return app
+
+    async def finish_late(self) -> None:
+        """PHP finishes the requests the gateway gave up on."""
+        held, self.held = self.held, []
+        if not held:
+            return
+        async with aiohttp.ClientSession() as session:
+            for url, body in held:
+                headers = {"Content-Type": "application/json", REPLAYED: "1"}
+                async with session.post(url, data=body, headers=headers) as response:
+                    assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+async def test_a_gateway_page_may_have_run_and_is_neither_finished_nor_retried(
+    page: str,
+) -> None:
+    status, body = PAGES[page]
+    portal = FrontedPortal(PortalConfig(flows=5, leak=None))
+    portal.pages.append((status, body, "after"))
+    async with EmulatorServer(portal) as server, webhook_client(server) as client:
+        with pytest.raises(b24.ServerError) as info:
+            await client.activate(1)
+        assert client.stats().retries == 0 and client.stats().unknown_outcomes == 1
+    error = info.value
+    assert (error.code, error.status) == ("ERROR_UNEXPECTED_ANSWER", status)
+    assert error.may_have_run and error.finished is False
+    assert error.sent_at is not None
+    assert portal.state.requests_by_method[ACTIVATE] == 1  # never re-sent
+    assert portal.state.activations[1] == 1  # and it had run
+
+
+async def test_activate_many_reports_a_gateway_page_unknown_and_never_resends() -> None:
+    portal = FrontedPortal(PortalConfig(flows=60, leak=None))
+    portal.pages.append((502, HTML_502, "after"))
+    async with EmulatorServer(portal) as server, webhook_client(server) as client:
+        report = await client.activate_many(range(1, 61))
+    assert len(report.unknown) == 50 and len(report.succeeded) == 10 and not report.failed
+    for error in report.unknown.values():
+        assert isinstance(error, b24.ServerError) and error.status == 502
+        assert error.may_have_run and error.finished is False
+    assert portal.state.requests_by_method["batch"] == 2  # the page's batch went once
+    assert all(portal.state.activations[i] == 1 for i in range(1, 61))
+
+
+@pytest.mark.parametrize("page", ["504-html", "502-empty"])
+@pytest.mark.parametrize("operation", ["set_active", "verify"])
+async def test_read_back_after_a_gateway_page_waits_for_the_portal(
+    operation: str, page: str
+) -> None:
+    # The gateway gives up at once; PHP finishes the toggle only by the time the client has
+    # waited portal_limit. A read trusted earlier shows the old state and toggles twice.
+    status, body = PAGES[page]
+    portal = FrontedPortal(PortalConfig(flows=3, leak=None))  # all active
+    portal.pages.append((status, body, "late"))
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if seconds >= PORTAL_LIMIT / 2:
+            await portal.finish_late()
+
+    async with EmulatorServer(portal) as server:
+        timeout = b24.Timeout(settle=0)  # no pause but the one until portal_limit
+        async with webhook_client(server, sleep=sleep, timeout=timeout) as client:
+            if operation == "set_active":
+                report = await client.set_active([1, 2, 3], False)
+            else:
+                report = await client.activate_many([1, 2, 3], verify=True)
+        await portal.finish_late()  # whatever the gateway still held runs now
+    for flow_id in (1, 2, 3):
+        assert portal.state.activations[flow_id] == 1
+        assert portal.state.flows[flow_id].active is False
+    assert report.ok, report.summary()
+    assert [s for s in pauses if s >= PORTAL_LIMIT / 2] == [pytest.approx(PORTAL_LIMIT, abs=5)]
