@@ -7,6 +7,7 @@ library's safety decisions is flipped, and asserts on what the portal recorded.
    answers; ``unknown`` holds the error of the last send.
 2. A 5xx gateway page without a Bitrix24 envelope may have run and is not finished: the
    read-back waits ``portal_limit`` before trusting a read, and it is never re-sent.
+3. The Redis limiter's local fallback paces at its own burst and rate.
 
 No test sleeps for real except where a socket timeout is the thing under test.
 """
@@ -24,8 +25,9 @@ import pytest
 from aiohttp import web
 
 import aiob24flow as b24
+from aiob24flow._redis import RedisBucket
 from aiob24flow.emulator import EmulatorServer, Faults, Portal, PortalConfig
-from tests.conftest import no_sleep
+from tests.conftest import FakeClock, no_sleep, serve
 
 ACTIVATE = "tasks.flow.Flow.activate"
 PIN = "tasks.flow.Flow.pin"
@@ -334,3 +336,56 @@ async def test_read_back_after_a_gateway_page_waits_for_the_portal(
         assert portal.state.flows[flow_id].active is False
     assert report.ok, report.summary()
     assert [s for s in pauses if s >= PORTAL_LIMIT / 2] == [pytest.approx(PORTAL_LIMIT, abs=5)]
+
+
+# -- 3. the Redis limiter's local fallback -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("per_second", "share", "waits"),
+    [(2.0, 4, [0.0, 2.0, 4.0]), (4.0, 2, [0.0, 0.5, 1.0, 1.5]), (1.0, 1, [0.0, 1.0, 2.0])],
+)
+async def test_local_fallback_paces_at_burst_one_and_its_share_of_the_rate(
+    per_second: float, share: int, waits: list[float]
+) -> None:
+    backend = b24.RedisLimiter(
+        f"redis://127.0.0.1:{free_port()}/0", on_unavailable="local", fallback_share=share
+    )
+    bucket = backend.limiter_for("https://p.bitrix24.com", b24.RateLimit(50, per_second))
+    assert isinstance(bucket, RedisBucket)
+    # The fallback bucket keeps the loop clock and asyncio.sleep of its own: freeze them.
+    clock = FakeClock(100.0)
+    bucket._fallback._clock = clock
+    bucket._fallback._sleep = clock.sleep
+    try:
+        got = await asyncio.gather(*(bucket.acquire() for _ in waits))
+        assert sorted(got) == pytest.approx(waits)
+        assert sorted(clock.sleeps) == pytest.approx(waits[1:])
+        assert bucket._degraded
+        clock.now += 10 * share / per_second  # idle: the fallback drains
+        assert await bucket.acquire() == 0.0
+        assert await bucket.acquire() == pytest.approx(share / per_second)
+    finally:
+        await backend.aclose()
+
+
+async def test_local_fallback_paces_a_client_when_redis_is_away() -> None:
+    backend = b24.RedisLimiter(
+        f"redis://127.0.0.1:{free_port()}/0", on_unavailable="local", fallback_share=4
+    )
+    async with serve(flows=5, burst=50, leak=2.0) as server:
+        client = webhook_client(server, rate_limit=b24.RateLimit(50, 2, backend=backend))
+        bucket = client._core.limiter
+        assert isinstance(bucket, RedisBucket)
+        clock = FakeClock(0.0)
+        bucket._fallback._clock = clock
+        bucket._fallback._sleep = clock.sleep
+        try:
+            for flow_id in (1, 2, 3):
+                assert await client.activate(flow_id) is True
+            assert clock.sleeps == [2.0, 4.0]
+            assert client.stats().limiter_wait_seconds == pytest.approx(6.0)
+        finally:
+            await client.aclose()
+            await backend.aclose()
+        assert dict(server.state.activations) == {1: 1, 2: 1, 3: 1}
