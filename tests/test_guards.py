@@ -8,6 +8,8 @@ library's safety decisions is flipped, and asserts on what the portal recorded.
 2. A 5xx gateway page without a Bitrix24 envelope may have run and is not finished: the
    read-back waits ``portal_limit`` before trusting a read, and it is never re-sent.
 3. The Redis limiter's local fallback paces at its own burst and rate.
+4. Transport classification over real sockets on the newest aiohttp (the aioresponses
+   tests in ``test_transport.py`` skip themselves there).
 
 No test sleeps for real except where a socket timeout is the thing under test.
 """
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -389,3 +393,236 @@ async def test_local_fallback_paces_a_client_when_redis_is_away() -> None:
             await client.aclose()
             await backend.aclose()
         assert dict(server.state.activations) == {1: 1, 2: 1, 3: 1}
+
+
+# -- 4. transport classification over real sockets -----------------------------------
+
+
+@asynccontextmanager
+async def web_portal(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A tiny aiohttp.web portal on loopback; yields its webhook URL."""
+    app = web.Application()
+    app.router.add_route("*", "/rest/{user}/{code}/{method}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/rest/1/secret-code/"
+    finally:
+        await runner.cleanup()
+
+
+def raw_client(url: str, **kwargs: Any) -> b24.FlowClient:
+    kwargs.setdefault("rate_limit", b24.RateLimit.unlimited())
+    kwargs.setdefault("sleep", no_sleep)
+    kwargs.setdefault("retry", b24.RetryPolicy(attempts=3))
+    return b24.FlowClient.from_webhook(url, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "exc", "code", "may_have_run", "finished"),
+    [
+        (502, HTML_502, "text/html", b24.ServerError, "ERROR_UNEXPECTED_ANSWER", True, False),
+        (504, HTML_504, "text/html", b24.ServerError, "ERROR_UNEXPECTED_ANSWER", True, False),
+        (502, b"", None, b24.ServerError, "ERROR_UNEXPECTED_ANSWER", True, False),
+        (504, b"", None, b24.ServerError, "ERROR_UNEXPECTED_ANSWER", True, False),
+        (200, b"not json", "text/plain", b24.ServerError, "ERROR_UNEXPECTED_ANSWER", True, False),
+        (200, b'{"time":{}}', "application/json", b24.ServerError,
+         "ERROR_UNEXPECTED_ANSWER", True, False),
+        # An envelope means the portal answered: it may have run, and it is done.
+        (500, b'{"error":"INTERNAL_SERVER_ERROR","error_description":"Internal server error"}',
+         "application/json", b24.ServerError, "INTERNAL_SERVER_ERROR", True, True),
+        (200, b'{"error":"0","error_description":"Cannot find flow"}', "application/json",
+         b24.FlowError, "0", False, True),
+        (400, b'{"error":0,"error_description":"Cannot find flow"}', "application/json",
+         b24.FlowError, "0", False, True),
+    ],
+    ids=["502-html", "504-html", "502-empty", "504-empty", "200-not-json", "200-no-result",
+         "500-envelope", "200-flow-error", "400-int-code"],
+)  # fmt: skip
+async def test_answers_are_classified_over_a_real_socket(
+    status: int,
+    body: bytes,
+    content_type: str | None,
+    exc: type[b24.B24Error],
+    code: str,
+    may_have_run: bool,
+    finished: bool,
+) -> None:
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(request.match_info["method"])
+        if content_type is None:
+            return web.Response(status=status)
+        return web.Response(status=status, body=body, content_type=content_type)
+
+    async with web_portal(handler) as url, raw_client(url) as client:
+        with pytest.raises(exc) as info:
+            await client.activate(1)
+    error = info.value
+    assert type(error) is exc
+    assert (error.code, error.status, error.method) == (code, status, ACTIVATE)
+    assert error.may_have_run is may_have_run and error.finished is finished
+    assert "secret-code" not in str(error) + repr(error)
+    assert seen == [ACTIVATE]  # none of these is retried
+
+
+async def test_a_503_limit_refusal_is_retried_over_a_real_socket() -> None:
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(request.match_info["method"])
+        if len(seen) == 1:
+            return web.json_response(
+                {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"},
+                status=503,
+            )
+        return web.json_response({"result": True, "time": {"start": 1, "operating": 0}})
+
+    limiter = b24.LeakyBucket(b24.RateLimit.unlimited(), sleep=no_sleep)
+    async with web_portal(handler) as url, raw_client(url, limiter=limiter) as client:
+        assert await client.activate(1) is True
+        assert client.stats().query_limit_refusals == 1 and client.stats().retries == 1
+    assert seen == [ACTIVATE, ACTIVATE]
+
+
+async def test_request_shape_and_int_time_fields_over_a_real_socket() -> None:
+    seen: list[tuple[str, str, str, bytes]] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        seen.append((request.method, request.path, request.headers["Content-Type"], body))
+        return web.json_response(
+            {"result": False, "time": {"start": 1767261600, "processing": 0, "operating": 0}}
+        )
+
+    async with web_portal(handler) as url, raw_client(url) as client:
+        assert await client.pin(517) is False
+    assert seen == [("POST", "/rest/1/secret-code/" + PIN, "application/json", b'{"flowId":517}')]
+
+
+class _Connection(asyncio.Protocol):
+    """One accepted connection: keeps every byte; answers its first request as told."""
+
+    def __init__(self, server: RawServer) -> None:
+        self.server = server
+        self.data = b""
+        self.answered = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.connections.append(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        if self.answered:
+            return
+        head, sep, body = self.data.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(body) < length:
+            return
+        self.answered = True
+        self.server.requests.append(head.split(b"\r\n", 1)[0].decode())
+        assert self.transport is not None
+        self.server.behaviour(self.transport)
+
+
+class RawServer:
+    """A TCP server on loopback that records what arrives and answers as told (or never).
+
+    ``requests`` holds the request line of every complete HTTP request received;
+    ``connections`` every connection with the bytes it carried (a TLS handshake that
+    never finishes carries no request).
+    """
+
+    def __init__(self, behaviour: Callable[[asyncio.Transport], None]) -> None:
+        self.behaviour = behaviour
+        self.requests: list[str] = []
+        self.connections: list[_Connection] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for connection in self.connections:
+            if connection.transport is not None:
+                connection.transport.abort()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+def _silent(transport: asyncio.Transport) -> None:
+    """Read the request, never answer."""
+
+
+def _close(transport: asyncio.Transport) -> None:
+    transport.close()
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _cut(transport: asyncio.Transport) -> None:
+    transport.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        b'{"result":'
+    )
+    transport.close()
+
+
+@pytest.mark.parametrize("behaviour", [_silent, _close, _reset, _cut])
+async def test_an_answer_lost_after_sending_may_have_run_and_is_not_retried(
+    behaviour: Callable[[asyncio.Transport], None],
+) -> None:
+    timeout = b24.Timeout(connect=5, read=0.3)  # read: the silent server's answer
+    async with RawServer(behaviour) as server:
+        url = f"http://127.0.0.1:{server.port}/rest/1/secret-code/"
+        async with raw_client(url, timeout=timeout) as client:
+            with pytest.raises(b24.ResponseLost) as info:
+                await client.activate(1)
+            assert client.stats().retries == 0 and client.stats().requests == 1
+    error = info.value
+    assert error.may_have_run and error.finished is False and error.method == ACTIVATE
+    assert "secret-code" not in str(error) + repr(error)
+    assert server.requests == [f"POST /rest/1/secret-code/{ACTIVATE} HTTP/1.1"]
+
+
+async def test_a_connect_timeout_is_not_sent_and_is_retried() -> None:
+    # A TLS front end that accepts the connection and never finishes the handshake: the
+    # connect timeout fires before any byte of the request can leave.
+    timeout = b24.Timeout(connect=0.2, read=30)
+    async with RawServer(_silent) as server:
+        url = f"https://127.0.0.1:{server.port}/rest/1/secret-code/"
+        async with raw_client(url, timeout=timeout, retry=b24.RetryPolicy(attempts=2)) as client:
+            with pytest.raises(b24.RequestNotSent) as info:
+                await client.activate(1)
+            assert client.stats().retries == 1 and client.stats().requests == 0
+    error = info.value
+    assert type(error) is b24.RequestNotSent and not error.may_have_run
+    assert "connect timeout" in str(error) and "secret-code" not in str(error)
+    assert server.requests == []  # two handshakes began, no request arrived
+    assert len(server.connections) == 2
+    for connection in server.connections:  # a TLS handshake record, nothing in clear
+        assert connection.data[:1] == b"\x16" and b"POST" not in connection.data
