@@ -10,6 +10,8 @@ library's safety decisions is flipped, and asserts on what the portal recorded.
 3. The Redis limiter's local fallback paces at its own burst and rate.
 4. Transport classification over real sockets on the newest aiohttp (the aioresponses
    tests in ``test_transport.py`` skip themselves there).
+5. ``aclose()`` withholds a call waiting in a retry pause, the operating-budget pause or a
+   token refresh: ``ClientClosed``, and nothing more reaches the portal.
 
 No test sleeps for real except where a socket timeout is the thing under test.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -31,7 +34,7 @@ from aiohttp import web
 import aiob24flow as b24
 from aiob24flow._redis import RedisBucket
 from aiob24flow.emulator import EmulatorServer, Faults, Portal, PortalConfig
-from tests.conftest import FakeClock, no_sleep, serve
+from tests.conftest import FakeClock, no_sleep, serve, tokens_of
 
 ACTIVATE = "tasks.flow.Flow.activate"
 PIN = "tasks.flow.Flow.pin"
@@ -626,3 +629,119 @@ async def test_a_connect_timeout_is_not_sent_and_is_retried() -> None:
     assert len(server.connections) == 2
     for connection in server.connections:  # a TLS handshake record, nothing in clear
         assert connection.data[:1] == b"\x16" and b"POST" not in connection.data
+
+
+# -- 5. aclose() reaches every kind of wait -------------------------------------------
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Yield to the loop (no real sleep) until ``condition`` holds."""
+    while not condition():
+        await asyncio.sleep(0)
+
+
+async def close_while_parked(
+    client: b24.FlowClient, call: asyncio.Future[Any], parked: Parked
+) -> None:
+    await asyncio.wait_for(parked.entered.wait(), 10)
+    await client.aclose()
+    with pytest.raises(b24.ClientClosed):
+        await asyncio.wait_for(call, 10)
+    with pytest.raises(b24.ClientClosed):
+        await client.activate(5)
+
+
+@pytest.mark.parametrize("refusal", ["503", "429"])
+async def test_aclose_withholds_a_call_in_its_retry_pause(refusal: str) -> None:
+    parked = Parked()
+    if refusal == "503":
+        config = PortalConfig(flows=5, leak=None, faults=Faults(limit_503=1.0))
+        retry = b24.RetryPolicy(attempts=5)
+    else:  # the portal blocks activate after one call; the pause lasts until its reset
+        config = PortalConfig(flows=5, leak=None, operating_limit=1.0,
+                              call_cost={ACTIVATE: 5.0})  # fmt: skip
+        retry = b24.RetryPolicy(attempts=5, max_elapsed=3600)
+    limiter = b24.LeakyBucket(b24.RateLimit.unlimited(), sleep=no_sleep)
+    async with EmulatorServer(Portal(config)) as server:
+        client = webhook_client(server, sleep=parked, retry=retry, limiter=limiter)
+        if refusal == "429":
+            assert await client.activate(1) is True
+        call = asyncio.ensure_future(client.activate(2))
+        await asyncio.wait_for(parked.entered.wait(), 10)
+        assert client.stats().retries == 1  # tenacity's pause, after one refusal
+        sent = server.state.requests
+        await close_while_parked(client, call, parked)
+        assert len(parked.pauses) == 1
+        if refusal == "429":
+            assert parked.pauses[0] > 500 and server.state.refused_429 == 1
+        assert server.state.requests == sent  # nothing more left
+        assert server.state.requests_by_method[ACTIVATE] == (1 if refusal == "503" else 2)
+        assert server.state.activations[2] == 0
+
+
+async def test_aclose_withholds_calls_in_the_operating_budget_pause() -> None:
+    parked = Parked()
+    config = PortalConfig(flows=200, leak=None, call_cost={ACTIVATE: 5.0})
+    async with EmulatorServer(Portal(config)) as server:
+        # The first answer reports 5 s of the 5 s budget: activate is held until reset.
+        client = webhook_client(server, sleep=parked, operating_limit=5.0)
+        assert await client.activate(1) is True
+        call = asyncio.ensure_future(client.activate(2))
+        job = asyncio.ensure_future(client.activate_many(range(3, 201)))
+        await asyncio.wait_for(parked.entered.wait(), 10)
+        # The call and the job's four workers (198 flows, 50 a batch) all wait there.
+        await asyncio.wait_for(until(lambda: len(parked.pauses) == 5), 10)
+        await close_while_parked(client, call, parked)
+        report = await asyncio.wait_for(job, 10)
+        assert all(p > 500 for p in parked.pauses) and client.stats().retries == 0
+        assert not report.succeeded and not report.unknown and len(report.failed) == 198
+        assert all(isinstance(e, b24.ClientClosed) for e in report.failed.values())
+        assert server.state.requests == 1 and server.state.refused_429 == 0
+        assert dict(server.state.activations) == {1: 1}
+
+
+@pytest.mark.parametrize("why", ["due", "expired_token"])
+async def test_aclose_withholds_calls_waiting_on_a_token_refresh(why: str) -> None:
+    started, release, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    async with serve(flows=10) as server:
+
+        async def refresher(old: b24.OAuthTokens) -> b24.OAuthTokens:
+            started.set()
+            try:
+                await release.wait()
+                status, body = server.state.refresh(
+                    server.portal.config.client_id,
+                    server.portal.config.client_secret,
+                    old.refresh_token,
+                )
+                assert status == 200
+                return b24.OAuthTokens.from_token_response(body, time.time())
+            finally:
+                done.set()
+
+        issued = server.state.issue_tokens()
+        if why == "due":  # refreshed before the first call leaves: three calls wait
+            tokens = tokens_of(issued, expires_at=1.0)
+            ids = [1, 2, 3]
+        else:  # the portal answers expired_token: the call waits to be sent again
+            tokens = tokens_of(issued)
+            for entry in server.state.access_tokens.values():
+                entry.expires_at = 0
+            ids = [1]
+        client = b24.FlowClient.from_oauth(
+            server.oauth_endpoint, tokens, refresher=refresher,
+            rate_limit=b24.RateLimit.unlimited(), sleep=no_sleep,
+        )  # fmt: skip
+        calls = [asyncio.ensure_future(client.activate(i)) for i in ids]
+        await asyncio.wait_for(started.wait(), 10)
+        sent = server.state.requests
+        assert sent == (0 if why == "due" else 1)
+        await client.aclose()
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+        assert all(isinstance(r, b24.ClientClosed) for r in results), results
+        release.set()  # the refresh itself completes; nothing is sent with its token
+        await asyncio.wait_for(done.wait(), 10)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert server.state.requests == sent and server.state.token_requests == 0
+        assert server.state.activations.total() == 0
