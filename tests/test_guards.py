@@ -382,7 +382,7 @@ async def test_local_fallback_paces_a_client_when_redis_is_away() -> None:
     )
     async with serve(flows=5, burst=50, leak=2.0) as server:
         client = webhook_client(server, rate_limit=b24.RateLimit(50, 2, backend=backend))
-        bucket = client._core.limiter
+        bucket = client.limiter
         assert isinstance(bucket, RedisBucket)
         clock = FakeClock(0.0)
         bucket._fallback._clock = clock
