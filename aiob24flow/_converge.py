@@ -411,7 +411,8 @@ class PinConvergence:
         control = self.control
         while pending and not control.stopping:
             go = self.within_budget(pending)
-            if not go:
+            if not go:  # every pending flow is out of budget, and so reported
+                pending = []
                 break
             sent = await run_job(self.pipeline, PIN, go, control, max_sends=1,
                                  report_progress=False)  # fmt: skip
