@@ -32,7 +32,8 @@ Errors. Every exception the library raises about a call is a ``B24Error`` with `
     │   └── ResponseLost             sent, answer lost: MAY have run
     ├── OAuthError                   a token refresh failed (the cause of RefreshFailed)
     │   ├── RefreshRejected
-    │   └── RefreshOutcomeUnknown    MAY have spent the refresh token
+    │   ├── RefreshOutcomeUnknown    MAY have spent the refresh token
+    │   └── TokenStoreError          the token store could not be locked, read or written
     └── BulkAborted                  a bulk job ended by an exception (.report)
 
 ``may_have_run`` is True only for ``ServerError``, ``ResponseLost`` and
@@ -70,6 +71,7 @@ from ._errors import (
     ServerError,
     Stopped,
     TokenExpired,
+    TokenStoreError,
     TransportError,
     Unreachable,
 )
@@ -131,6 +133,7 @@ __all__ = [
     "TokenExpired",
     "TokenLease",
     "TokenStore",
+    "TokenStoreError",
     "TransportError",
     "Unreachable",
     "__version__",

@@ -10,10 +10,11 @@ refused, the client stops with that error instead of trying the spent token agai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time as _time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol
 from urllib.parse import urlencode
 
@@ -24,6 +25,7 @@ from ._errors import (
     RequestNotSent,
     ResponseLost,
     TokenExpired,
+    TokenStoreError,
 )
 from ._redact import MASK, redact
 from ._tokens import LockLost, OAuthTokens, OnRefresh, Refresher, TokenStore
@@ -103,6 +105,32 @@ class WebhookAuth:
     async def recover(self, stale: str, error: B24Error) -> bool:
         return False
 
+
+def _store_error(what: str, exc: BaseException, *, spent: bool) -> TokenStoreError:
+    """The store failed: say how, and whether a refresh token was spent on the way."""
+    detail = redact(f"{type(exc).__name__}: {exc}")
+    if spent:
+        outcome = (
+            "a refresh token WAS spent: the new pair is lost unless on_refresh saved it; "
+            "authorize the application again if it was not saved"
+        )
+    else:
+        outcome = "no refresh token was spent"
+    error = TokenStoreError(f"the token store could not be {what} ({detail}); {outcome}")
+    error.refresh_token_spent = spent
+    return error
+
+
+@contextlib.contextmanager
+def _store_failures(what: str) -> Iterator[None]:
+    """A store's own failure (``OSError``, a Redis error) as a typed ``TokenStoreError``;
+    the library's errors pass as they are."""
+    try:
+        yield
+    except (B24Error, LockLost):
+        raise
+    except Exception as exc:
+        raise _store_error(what, exc, spent=False) from exc
 
 
 # Refresh answers that say the grant was not looked at: safe to send the same token again.
@@ -191,10 +219,11 @@ class OAuthAuth:
             store = self._store
             if self._loaded or store is None:
                 return
-            stored = await store.read()
-            if stored.tokens is None and self._seed is not None:
-                await store.seed(self._seed)
+            with _store_failures("read"):
                 stored = await store.read()
+                if stored.tokens is None and self._seed is not None:
+                    await store.seed(self._seed)
+                    stored = await store.read()
             if stored.tokens is None:
                 raise self._stop(
                     RefreshRejected("the token store is empty and no tokens were given")
@@ -223,13 +252,14 @@ class OAuthAuth:
             return True  # refreshed while this call was in flight: send with the new token
         if self._store is not None:
             # Another worker may have refreshed (which voids our token): adopt its pair.
-            stored = await self._store.read()
-            unchanged = stored.tokens is None or stored.tokens.access_token == stale
-            if unchanged and not isinstance(error, TokenExpired):
-                # A refresh elsewhere voids the token before its holder stores the new
-                # pair: wait for the holder (the lock), then read again.
-                async with self._store.lock() as lease:
-                    stored = await lease.read()
+            with _store_failures("locked or read"):
+                stored = await self._store.read()
+                unchanged = stored.tokens is None or stored.tokens.access_token == stale
+                if unchanged and not isinstance(error, TokenExpired):
+                    # A refresh elsewhere voids the token before its holder stores the new
+                    # pair: wait for the holder (the lock), then read again.
+                    async with self._store.lock() as lease:
+                        stored = await lease.read()
             if stored.tokens is not None and stored.tokens.access_token != stale:
                 self._adopt(stored.tokens)
                 return True
@@ -272,6 +302,10 @@ class OAuthAuth:
         """Refresh once across every worker of the store (see ``_store.py``)."""
         store = self._store
         assert store is not None  # only called with a store
+        with _store_failures("locked or read"):
+            await self._refresh_locked(store, stale)
+
+    async def _refresh_locked(self, store: TokenStore, stale: str) -> None:
         late = False
         async with store.lock() as lease:
             current = await lease.read()
@@ -295,9 +329,7 @@ class OAuthAuth:
             except LockLost:
                 raise RefreshRejected("lost the refresh lock before refreshing") from None
             except Exception as exc:  # the store cannot record: do not spend the token
-                raise self._stop(
-                    RefreshRejected(f"the token store failed: {type(exc).__name__}")
-                ) from exc
+                raise self._stop(_store_error("written", exc, spent=False)) from exc
             try:
                 new = await self._fetch(pair)
             except B24Error:
@@ -310,11 +342,7 @@ class OAuthAuth:
                 late = True
             except Exception as exc:
                 # The grant is spent and its successor could not be stored.
-                error = RefreshRejected(
-                    f"the refreshed tokens could not be stored ({type(exc).__name__}); "
-                    "the client stops"
-                )
-                raise self._stop(error) from exc
+                raise self._stop(_store_error("written", exc, spent=True)) from exc
         if late:
             # Paused past the lock's TTL: write only if nobody moved on since (the pair
             # is still the one we spent and the record still names it).

@@ -28,7 +28,8 @@ Every exception the library raises about a call is a ``B24Error``::
     │   └── ResponseLost             timeout / disconnect after sending: MAY have run
     ├── OAuthError                   the OAuth server refused or failed a token refresh
     │   ├── RefreshRejected          invalid_grant, invalid_client, ...: terminal
-    │   └── RefreshOutcomeUnknown    refresh sent, answer lost: the refresh token may be spent
+    │   ├── RefreshOutcomeUnknown    refresh sent, answer lost: the refresh token may be spent
+    │   └── TokenStoreError          the token store could not be locked, read or written
     └── BulkAborted                  a bulk job ended by an exception (.report, .__cause__)
 
 Outcome classification (both flow methods are toggles): ``error.may_have_run`` is
@@ -75,6 +76,7 @@ __all__ = [
     "ServerError",
     "Stopped",
     "TokenExpired",
+    "TokenStoreError",
     "TransportError",
     "Unreachable",
     "error_from_envelope",
@@ -270,6 +272,14 @@ class RefreshOutcomeUnknown(OAuthError):
     may_have_run = True
 
 
+class TokenStoreError(OAuthError):
+    """The token store could not be locked, read or written (a read-only directory, Redis
+    away). ``refresh_token_spent`` tells whether a refresh token was spent on the way (then
+    the new pair is lost unless ``on_refresh`` saved it)."""
+
+    refresh_token_spent: bool = False
+
+
 class BulkAborted(B24Error):
     """A bulk job ended by an exception that is not about one flow: a raising
     ``on_progress``, an internal error. Sending stopped first; ``report`` accounts for
@@ -355,17 +365,19 @@ def is_withheld(error: BaseException) -> bool:
     return isinstance(error, (*NEVER_RETRIED, LimiterUnavailable))
 
 
-def is_systemic(error: BaseException) -> bool:
+def is_systemic(error: BaseException, *, every_command: bool = False) -> bool:
     """Will this error be the same for every flow? Then a bulk job ends at once.
 
     Credentials, scope, an unknown method, an unreachable host, a failed token refresh,
     a closed client. Errors of one flow (no access to it, not found) and pacing refusals
-    (503, 429) are not systemic.
+    (503, 429) are not systemic. An auth or unknown-method error of one command of a
+    batch is systemic only when ``every_command`` of that batch carried it.
     """
     if isinstance(error, (Unreachable, ClientClosed, RefreshFailed, OAuthError)):
         return True
     if isinstance(error, Stopped):
         return False
     if isinstance(error, (AuthError, MethodNotFound)):
-        return error.key is None  # a whole-request refusal, not one command's
+        # A whole-request refusal, or the same refusal for every command of a batch.
+        return error.key is None or every_command
     return False

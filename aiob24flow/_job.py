@@ -495,9 +495,26 @@ class Job:
                 failed += 1
                 if systemic is None and is_systemic(error):
                     systemic = error
+        if systemic is None and failed == len(positions):
+            systemic = self._refused_alike(positions)
         if systemic is not None:
             self.control.halt(systemic)
         self._progress(ok, failed, unknown)
+
+    def _refused_alike(self, positions: list[int]) -> B24Error | None:
+        """Every command of a batch refused with one code that means "this credential or
+        portal, not this flow" (scope, auth, unknown method): every later batch would
+        meet it too, so the job ends here."""
+        errors = self._errors
+        first = errors[positions[0]]
+        if not is_systemic(first, every_command=True):
+            return None
+        code, kind = first.code, type(first)
+        for position in positions:
+            error = errors[position]
+            if error.code != code or type(error) is not kind:
+                return None
+        return first
 
 
 def _requeue_refusal(error: B24Error) -> bool:

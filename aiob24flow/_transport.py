@@ -171,23 +171,27 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
 
 
 def _unreachable(exc: aiohttp.ClientConnectorError) -> bool:
-    """A DNS failure, a refused connection or a certificate the client does not trust:
-    the same for every request."""
-    dns = getattr(aiohttp, "ClientConnectorDNSError", None)
+    """A DNS failure, a refused connection or a failed TLS handshake (a certificate the
+    client does not trust, a port that does not speak TLS): the same for every request."""
+    dns = getattr(aiohttp, "ClientConnectorDNSError", None)  # aiohttp >= 3.11
     if dns is not None and isinstance(exc, dns):
         return True
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+    if isinstance(exc, aiohttp.ClientSSLError):
         return True
-    os_error = getattr(exc, "os_error", None)
-    return isinstance(os_error, (socket.gaierror, ConnectionRefusedError))
+    return isinstance(exc.os_error, (socket.gaierror, ConnectionRefusedError, ssl_.SSLError))
 
 
 def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
-    os_error = getattr(exc, "os_error", None)
+    os_error = exc.os_error
     if isinstance(os_error, socket.gaierror):
         return "host name not found"
     if isinstance(os_error, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return f"TLS certificate not trusted ({exc.certificate_error.__class__.__name__})"
+    if isinstance(os_error, ssl_.SSLError):
+        # e.g. WRONG_VERSION_NUMBER: the port answered, but not in TLS (plain HTTP?).
+        reason = (os_error.reason or type(os_error).__name__).replace("_", " ").lower()
+        hint = " (does the port speak plain HTTP?)" if "wrong version" in reason else ""
+        return f"TLS handshake failed: {reason}{hint}"
     return type(exc).__name__
