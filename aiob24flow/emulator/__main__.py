@@ -149,8 +149,27 @@ async def _serve_until_stopped(
         await stop()
 
 
+def _check_tls_extra(parser: argparse.ArgumentParser) -> None:
+    """``--tls`` needs the ``tls`` extra: say so on one line (exit 2) before starting.
+
+    Exit 2, as for any refused command line: nothing was started, and what is missing is
+    named; 1 stays for an emulator that failed while starting (a port in use).
+    """
+    try:
+        import trustme  # noqa: F401
+    except ImportError:
+        print(
+            f"{parser.prog}: error: --tls needs trustme: pip install 'aiob24flow[tls]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.tls:
+        _check_tls_extra(parser)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args))
     return 0
