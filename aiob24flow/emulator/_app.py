@@ -2,9 +2,14 @@
 
 Routes (protocol.md §1): ``/rest/{user}/{code}/{method}`` (webhook), ``/rest/{method}``
 (OAuth: ``Authorization: Bearer``, ``auth`` or ``access_token``), ``/oauth/token/`` (the
-OAuth server). A request goes: latency -> leaky bucket (503) -> injected faults ->
-parameters -> auth (401) -> method lookup (404) -> operating limit (429) -> the method ->
-injected faults after executing -> ``{"result", "time"}``.
+OAuth server). A request goes: parameters (the whole request is in) -> latency -> leaky
+bucket (503) -> injected faults -> method lookup (404) -> auth (401) -> operating limit
+(429) -> the method -> injected faults after executing -> ``{"result", "time"}``.
+
+A request runs to its end even when its client hangs up first, as a portal's PHP does
+(protocol.md §10, §11): the handler's work is a task of its own that a disconnect does not
+cancel (with aiohttp's ``handler_cancellation`` on or off), and an answer nobody is there
+to read is dropped quietly (``state.answers_lost``).
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import asyncio
 import contextlib
 import datetime
 import json
+import logging
 import re
 import time as _time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape as xml_escape
@@ -32,7 +38,11 @@ _NOT_IN_BATCH = frozenset({"batch", "download", "upload"})
 _FLOW_ACTIONS = {"activate": "activate", "pin": "pin", "get": "get", "isexists": "isExists"}
 _REF = re.compile(r"\$(result|next|total|time|error)((?:\[[^\]\s]*\])*)", re.IGNORECASE)
 
+_log = logging.getLogger("aiob24flow.emulator")
+
 PORTAL_KEY: web.AppKey[Portal] = web.AppKey("portal")
+#: A route's work: the request and the portal it is for, to the answer.
+_Handler = Callable[[web.Request, "Portal"], Awaitable[web.StreamResponse]]
 # Many portals on one port: the local address a request arrived on picks the portal.
 ROUTES_KEY: web.AppKey[dict[str, Portal]] = web.AppKey("routes")
 
@@ -112,11 +122,16 @@ class Portal:
         *,
         clock: Callable[[], float] = _time.monotonic,
         wall_clock: Callable[[], float] = _time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config or PortalConfig()
+        #: How the portal waits (latency, hangs); tests may hold it to order events.
+        self.sleep = sleep
         self.state = PortalState(self.config, clock=clock, wall_clock=wall_clock)
         #: Refuse webhook calls over plain HTTP, as a portal does (set by EmulatorServer).
         self.https_required = False
+        #: Requests being handled, each a task that a client's disconnect does not cancel.
+        self._running: set[asyncio.Task[web.StreamResponse]] = set()
 
     @property
     def faults(self) -> Faults:
@@ -132,7 +147,20 @@ class Portal:
         for path in ("/rest/{user}/{code}/{method}", "/rest/{method}"):
             app.router.add_route("*", path, _rest)
             app.router.add_route("*", path + "/", _rest)
+        app.on_cleanup.append(_stop_running)
         return app
+
+    async def idle(self) -> None:
+        """Wait until every request received so far has run to its end, answered or not
+        (a request whose client hung up still runs, protocol.md §10)."""
+        while self._running:
+            await asyncio.wait(set(self._running))
+
+    def _run(self, request: web.Request, handler: _Handler) -> asyncio.Task[web.StreamResponse]:
+        task = asyncio.ensure_future(_to_the_end(request, self, handler))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
 
     # -- executing methods --------------------------------------------------------------
 
@@ -396,13 +424,80 @@ def _authenticate(portal: Portal, request: web.Request, params: dict[Any, Any]) 
     return _Caller(state.users[entry.user_id], f"oauth:{entry.client_id}", entry.scope)
 
 
-async def _rest(request: web.Request) -> web.StreamResponse:
-    portal = portal_of(request)
+def _shielded(handler: _Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A route handler whose work goes on when the client hangs up (PHP's way, §10).
+
+    aiohttp cancels a handler on disconnect when ``handler_cancellation`` is on (its test
+    server turns it on); the work is a task of the portal's, awaited through
+    ``asyncio.shield``, so the toggle still happens and only the answer is lost.
+    """
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        task = portal_of(request)._run(request, handler)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                task.add_done_callback(_report_orphan)  # nobody else will see its error
+            raise
+
+    return route
+
+
+async def _to_the_end(
+    request: web.Request, portal: Portal, handler: _Handler
+) -> web.StreamResponse:
+    response = await handler(request, portal)
+    if request.transport is None or request.transport.is_closing():
+        # The client hung up: the request ran, its answer has nowhere to go. aiohttp's
+        # write then fails with a ConnectionError, which it ignores quietly.
+        portal.state.answers_lost += 1
+    return response
+
+
+def _report_orphan(task: asyncio.Task[web.StreamResponse]) -> None:
+    """Log a failure of work whose handler was cancelled (nobody awaits it any more)."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None and not isinstance(error, ConnectionError):
+        _log.error("emulated request failed after its client hung up", exc_info=error)
+
+
+async def _stop_running(app: web.Application) -> None:
+    """On server cleanup, end the requests still running (a portal shutting down)."""
+    portals = {app[PORTAL_KEY], *app.get(ROUTES_KEY, {}).values()}
+    running = [task for portal in portals for task in portal._running]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _read_params_or_none(request: web.Request) -> dict[Any, Any] | None:
+    """The request's parameters, or None when the client hung up before sending all of
+    it (a portal never starts such a request)."""
+    try:
+        return await _read_params(request)
+    except ConnectionError:
+        return None
+
+
+def _gone() -> web.Response:
+    """The answer to a request whose client is gone (aiohttp drops it quietly)."""
+    return web.Response(status=400)
+
+
+@_shielded
+async def _rest(request: web.Request, portal: Portal) -> web.StreamResponse:
     state = portal.state
     config = portal.config
     state.requests += 1
+    # The whole request is in before PHP starts, and a hang-up later does not undo it.
+    params = await _read_params_or_none(request)
+    if params is None:
+        return _gone()
     if config.latency:
-        await asyncio.sleep(config.latency)
+        await portal.sleep(config.latency)
     if request.method not in ("GET", "POST"):
         return _fail(405, "ERROR_METHOD_NOT_ALLOWED", "Method Not Allowed")
     if not state.admit():
@@ -416,7 +511,6 @@ async def _rest(request: web.Request) -> web.StreamResponse:
     answer = _answer_xml if xml else _answer
     method = resolve(name)
     state.requests_by_method[method or name] += 1
-    params = await _read_params(request)
     fault = config.faults.draw(method or name, _command_methods(method, params))
     if fault:
         state.faults_fired[fault] += 1
@@ -463,7 +557,7 @@ async def _rest(request: web.Request) -> web.StreamResponse:
             request.transport.abort()
         raise asyncio.CancelledError  # no answer at all: the client sees a disconnect
     if fault == "hang_after":
-        await asyncio.sleep(config.faults.hang_seconds)
+        await portal.sleep(config.faults.hang_seconds)
     return answer(200, {"result": result, "time": time})
 
 
@@ -496,22 +590,25 @@ async def _stats(request: web.Request) -> web.StreamResponse:
         "activations": {str(k): v for k, v in state.activations.items()},
         "pin_calls": {str(k): v for k, v in state.pin_calls.items()},
         "late_executed": state.late_executed,
+        "answers_lost": state.answers_lost,
         "refreshes": state.refreshes,
         "rejected_refreshes": state.rejected_refreshes,
     }
     return web.json_response(body)
 
 
-async def _token_endpoint(request: web.Request) -> web.StreamResponse:
-    portal = portal_of(request)
+@_shielded
+async def _token_endpoint(request: web.Request, portal: Portal) -> web.StreamResponse:
     state = portal.state
     state.token_requests += 1
-    params = await _read_params(request)
+    params = await _read_params_or_none(request)
+    if params is None:
+        return _gone()
     fault = portal.config.faults.token_faults.pop(0) if portal.config.faults.token_faults else None
     if fault == "unavailable":
         return _fail(503, "temporarily_unavailable", "The server is temporarily unavailable")
     if fault == "hang":
-        await asyncio.sleep(portal.config.faults.hang_seconds)
+        await portal.sleep(portal.config.faults.hang_seconds)
         return _fail(503, "temporarily_unavailable", "The server is temporarily unavailable")
     if fault == "invalid_grant":
         state.rejected_refreshes += 1
