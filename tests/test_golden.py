@@ -157,18 +157,43 @@ add(Case("pin-twice-unpins", "POST", f"{HOOK}/{PIN}", 200, FALSE, body='{"flowId
 add(Case("get-query-and-body-body-wins", "POST", f"{HOOK}/{GET}?flowId=3", 200, GET2,
          body='{"flowId":2}', headers={"Content-Type": "application/json"}))  # fmt: skip
 
-# -- the .xml transport (§1.1; its exact form is a guess, docs/protocol.md) -----------------
+# -- the .xml transport (§1.1 names it; protocol.md does not show its form, which follows
+# CRestServer::outputXml in the S1 source: no XML declaration, one element per key, <item>
+# for a list entry, true as "1", false and null empty, PHP's 14-digit floats) --------------
 XT = (
     "<time><start>N</start><finish>N</finish><duration>N</duration><processing>N</processing>"
     "<date_start>D</date_start><date_finish>D</date_finish>"
     "<operating_reset_at>R</operating_reset_at><operating>0</operating></time>"
 )
-XHEAD = '<?xml version="1.0" encoding="utf-8"?>'
+XFLOW3 = (
+    "<id>3</id><creatorId>1</creatorId><ownerId>1</ownerId><groupId>0</groupId>"
+    "<templateId>0</templateId><efficiency>100</efficiency><active>1</active>"
+    "<plannedCompletionTime>7200</plannedCompletionTime>"
+    "<activity>2026-01-01T12:00:00+00:00</activity><name>Flow 3</name>"
+    "<description></description><distributionType>queue</distributionType>"
+    "<responsibleList><item><item>user</item><item>1</item></item></responsibleList>"
+    "<demo></demo><responsibleCanChangeDeadline></responsibleCanChangeDeadline>"
+    "<matchWorkTime>1</matchWorkTime><matchSchedule></matchSchedule><taskControl></taskControl>"
+    "<notifyAtHalfTime></notifyAtHalfTime><notifyOnQueueOverflow></notifyOnQueueOverflow>"
+    "<notifyOnTasksInProgressOverflow></notifyOnTasksInProgressOverflow>"
+    "<notifyWhenEfficiencyDecreases></notifyWhenEfficiencyDecreases>"
+    "<taskCreators><item><item>meta-user</item><item>all-users</item></item></taskCreators>"
+    "<team><item><item>user</item><item>1</item></item></team>"
+    "<trialFeatureEnabled></trialFeatureEnabled>"
+)
 add(post_json("act-xml-suffix", f"{HOOK}/{ACT}.xml", '{"flowId":1}', 200,
-              f"{XHEAD}<response><result>true</result>{XT}</response>", ctype=XML))  # fmt: skip
+              f"<response><result>1</result>{XT}</response>", ctype=XML))  # fmt: skip
+add(post_json("pin-xml-false-is-empty", f"{HOOK}/{PIN}.xml", '{"flowId":1}', 200,
+              f"<response><result></result>{XT}</response>", ctype=XML, before=1))  # fmt: skip
+add(post_json("get-xml-lists-are-items", f"{HOOK}/{GET}.xml", '{"flowId":3}', 200,
+              f"<response><result>{XFLOW3}</result>{XT}</response>", ctype=XML))  # fmt: skip
 add(post_json("get-xml-suffix", f"{HOOK}/{GET}.xml", '{"flowId":9}', 400,
-              f"{XHEAD}<response><error>0</error><error_description>Flow with this ID does not "
+              "<response><error>0</error><error_description>Flow with this ID does not "
               "exist.</error_description></response>", ctype=XML))  # fmt: skip
+add(post_json("echo-xml-escapes", f"{HOOK}/{ACT}.xml", '{"flowId":"<x>&\'\\""}', 400,
+              "<response><error>100</error><error_description>Invalid value "
+              "{&lt;x&gt;&amp;&apos;&quot;} to match with parameter {flowId}. Should be value "
+              "of type int.</error_description></response>", ctype=XML))  # fmt: skip
 
 # -- flowId binding (§2.4) and access (§2.1) -----------------------------------------------
 for id_, body, out in (
@@ -223,7 +248,7 @@ add(post_json("unknown-method", f"{HOOK}/tasks.flow.Flow.nope", '{"flowId":1}', 
 add(post_json("unknown-method-wrong-code", f"{BAD}/no.such.method", "{}", 404, NOTFOUND))
 add(post_json("unknown-method-no-token", "/rest/no.such.method", "{}", 404, NOTFOUND))
 add(post_json("unknown-method-xml", f"{HOOK}/no.such.method.xml", "{}", 404,
-              f"{XHEAD}<response><error>ERROR_METHOD_NOT_FOUND</error><error_description>Method "
+              "<response><error>ERROR_METHOD_NOT_FOUND</error><error_description>Method "
               "not found!</error_description></response>", ctype=XML))  # fmt: skip
 
 # -- authentication (§5, §6, §10) -----------------------------------------------------------

@@ -24,12 +24,11 @@ import time as _time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
-from xml.sax.saxutils import escape as xml_escape
 
 import attrs
 from aiohttp import web
 
-from ._php import is_numeric, json_encode, parse_str, php_truthy, to_php_value
+from ._php import is_numeric, json_encode, parse_str, php_string, php_truthy, to_php_value
 from ._state import Faults, PortalConfig, PortalState, User
 
 __all__ = ["ROUTES_KEY", "Portal", "portal_of"]
@@ -328,28 +327,32 @@ def _answer(status: int, body: Any) -> web.Response:
     )
 
 
-def _xml_value(value: Any) -> str:
-    if isinstance(value, dict):
-        if not value:
-            return ""
-        parts = []
-        for key, item in value.items():
-            tag = str(key) if re.fullmatch(r"[A-Za-z_][\w.-]*", str(key)) else "item"
-            parts.append(f"<{tag}>{_xml_value(item)}</{tag}>")
-        return "".join(parts)
-    if isinstance(value, (list, tuple)):
-        return "".join(f"<item>{_xml_value(v)}</item>" for v in value)
-    if value is True:
-        return "true"
-    if value is False or value is None:
-        return ""
-    return xml_escape(str(value))
+# CDataXML::xmlspecialchars, in this order ("&" first, so nothing is escaped twice).
+_XML_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("'", "&apos;"))
+
+
+def _xml(data: Any) -> str:
+    """``CRestServer::outputXml``: one element per key, ``<item>`` for an int key, a
+    scalar as PHP's string of it (so true is "1", false and null are empty)."""
+    pairs = enumerate(data) if isinstance(data, (list, tuple)) else data.items()
+    parts = []
+    for key, value in pairs:
+        tag = "item" if isinstance(key, int) else str(key)  # the key as it is, unchecked
+        if isinstance(value, (dict, list, tuple)):
+            inner = _xml(value)
+        else:
+            inner = php_string(value)
+            for char, entity in _XML_ESCAPES:
+                inner = inner.replace(char, entity)
+        parts.append(f"<{tag}>{inner}</{tag}>")
+    return "".join(parts)
 
 
 def _answer_xml(status: int, body: Any) -> web.Response:
-    """The ``.xml`` transport (§1.1). Its exact shape is not in protocol.md: a guess
-    (docs/protocol.md lists it): one ``<response>`` element holding the envelope."""
-    text = f'<?xml version="1.0" encoding="utf-8"?><response>{_xml_value(body)}</response>'
+    """The ``.xml`` transport (§1.1). protocol.md does not show its form; this follows
+    ``CRestServer::output``/``outputXml`` in its S1 source (``rest/classes/general/rest.php``):
+    ``outputXml(['response' => $data])`` echoed as it is, with no XML declaration."""
+    text = _xml({"response": body})
     return web.Response(
         status=status,
         body=text.encode(),
