@@ -339,17 +339,32 @@ add(post_json("batch-skips-non-string", f"{HOOK}/batch",
               batch(res, "[]", times)))  # fmt: skip
 add(post_json("batch-fragment-dropped", f"{HOOK}/batch", cmd(a=f"{ACT}?flowId=5#frag"), 200,
               batch(res, "[]", times)))  # fmt: skip
+# $result references (§3.3; §10's example): the reference runs to the next whitespace; a
+# value that is exactly one reference takes the value as it is, one inside longer text is
+# replaced by the string of it; the state is looked up by the name as written ($RESULT finds
+# nothing: PHP array keys are case-sensitive, the regex is not).
 get_then = '{"a":' + FLOW3 + ',"b":true}'
 times_ab = '{"a":' + T + ',"b":' + T + "}"
-for id_, ref in (
-    ("batch-ref-whole", "$result[a][id]"),
-    ("batch-ref-upper", "$RESULT[a][id]"),
-    ("batch-ref-text-dropped", "$result[a][id]0"),
-    ("batch-ref-prefix-dropped", "x$result[a][id]"),
+only_a = '{"a":' + FLOW3 + "}"
+times_a = '{"a":' + T + "}"
+for id_, ref, out in (
+    ("batch-ref-whole", "$result[a][id]", None),
+    ("batch-ref-swallows-text-after", "$result[a][id]0", None),  # §10: binds 3, not 30
+    ("batch-ref-upper-is-null", "$RESULT[a][id]", invalid("")),
+    ("batch-ref-embedded-after-text", "x$result[a][id]", invalid("x3")),
+    ("batch-ref-embedded-before-space", "$result[a][id] 0", invalid("3 0")),
+    ("batch-ref-upper-embedded-stays", "x$RESULT[a][id]", invalid("x$RESULT[a][id]")),
+    ("batch-ref-without-key-stays", "$result", invalid("$result")),
 ):
     add(post_json(id_, f"{HOOK}/batch",
                   cmd(a=f"{GET}?flowId=3", b=f"{ACT}?flowId={quote(ref)}"), 200,
-                  batch(get_then, "[]", times_ab)))  # fmt: skip
+                  batch(get_then, "[]", times_ab) if out is None
+                  else batch(only_a, '{"b":' + out + "}", times_a)))  # fmt: skip
+exists_then = '{"a":' + FLOW3 + ',"b":{"exists":true}}'
+add(post_json("batch-ref-embedded-in-a-name", f"{HOOK}/batch",
+              cmd(a=f"{GET}?flowId=3",
+                  b="tasks.flow.Flow.isExists?flowData[name]=" + quote("Flow $result[a][id]")),
+              200, batch(exists_then, "[]", times_ab)))  # fmt: skip
 add(
     post_form(
         "batch-form-encoded",

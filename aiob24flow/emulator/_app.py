@@ -28,14 +28,25 @@ from urllib.parse import urlencode
 import attrs
 from aiohttp import web
 
-from ._php import is_numeric, json_encode, parse_str, php_string, php_truthy, to_php_value
+from ._php import (
+    is_numeric,
+    json_encode,
+    parse_str,
+    php_key,
+    php_string,
+    php_truthy,
+    to_php_value,
+)
 from ._state import Faults, PortalConfig, PortalState, User
 
 __all__ = ["ROUTES_KEY", "Portal", "portal_of"]
 
 _NOT_IN_BATCH = frozenset({"batch", "download", "upload"})
 _FLOW_ACTIONS = {"activate": "activate", "pin": "pin", "get": "get", "isexists": "isExists"}
-_REF = re.compile(r"\$(result|next|total|time|error)((?:\[[^\]\s]*\])*)", re.IGNORECASE)
+# CRestUtil::processBatchElement: /\$(result|next|total|time|error)([^\s]*)/i, where \s is
+# PCRE's ASCII whitespace; a path segment is [one or more characters].
+_REF = re.compile(r"\$(result|next|total|time|error)([^ \t\n\r\f\v]*)", re.IGNORECASE)
+_REF_SEGMENT = re.compile(r"\[([^\]]+)\]")
 
 _log = logging.getLogger("aiob24flow.emulator")
 
@@ -288,29 +299,58 @@ def _time_object(start: float, finish: float) -> dict[str, Any]:
     }
 
 
-def _walk(state: dict[str, dict[Any, Any]], kind: str, path: str) -> Any:
-    node: Any = state.get("result_" + kind.lower() if kind.lower() != "result" else "result", {})
-    for segment in re.findall(r"\[([^\]]*)\]", path):
-        key: Any = int(segment) if segment.isdigit() else segment
-        if isinstance(node, dict) and key in node:
-            node = node[key]
-        else:
-            break  # stop at the deepest node that exists
-    return node
+def _isset(node: Any, key: str | int) -> tuple[bool, Any]:
+    """PHP's ``isset($node[$key])`` and the value: a null value is not set, and a string
+    is indexed by character (an integer key only)."""
+    if isinstance(node, dict):
+        value = node.get(key)
+        return value is not None, value
+    if isinstance(node, str) and isinstance(key, int) and -len(node) <= key < len(node):
+        return True, node[key]
+    return False, None
 
 
 def _substitute(params: Any, state: dict[str, dict[Any, Any]]) -> Any:
-    """``$result[key][field]`` references to earlier commands of the batch (§3.3)."""
+    """``$result[key][field]`` references to earlier commands of the batch (§3.3, §10),
+    as ``CRestUtil::processBatchElement`` (S1 ``rest_util.php``) resolves them.
+
+    The reference runs to the next whitespace (``[^\\s]*``), so ``$result[a][id]0`` is one
+    reference to ``[a][id]`` and takes the value whole (§10's example: it binds 3). A value
+    that is exactly one reference takes the referenced value as it is (an array, a bool);
+    a reference inside longer text (``x$result[a][id]``, ``$result[a][id] 0``) is replaced
+    by PHP's string of a number or string and left as text otherwise (§3.3). protocol.md
+    §10 words this as "text around the reference is dropped"; §3.3 and the source say so
+    only for the text the reference swallows. The walk starts at the batch state named in
+    the reference as written: PHP array keys are case-sensitive, so ``$RESULT[a]`` (the
+    regex is case-insensitive) finds nothing and stands for null.
+    """
     if isinstance(params, dict):
         return {k: _substitute(v, state) for k, v in params.items()}
     if not isinstance(params, str) or "$" not in params:
         return params
-    # §10 (recorded; it supersedes §3.3): a value holding a reference takes the referenced
-    # value as a whole; text around the reference is dropped.
-    found = _REF.search(params)
-    if found:
-        return _walk(state, found.group(1), found.group(2))
-    return params
+    roots = {
+        "result": state["result"],
+        "next": state["result_next"],
+        "total": state["result_total"],
+        "time": state["result_time"],
+        "error": state["result_error"],
+    }
+    value: Any = params
+    for found in list(_REF.finditer(params)):
+        segments = _REF_SEGMENT.findall(found.group(2))
+        if not segments:
+            continue  # "$result" with no [key]: left as it is
+        node: Any = roots.get(found.group(1))  # exact case
+        for segment in segments:
+            present, child = _isset(node, php_key(segment))
+            if not present:
+                break  # stop at the deepest node that exists
+            node = child
+        if found.group(0) == value:
+            value = node
+        elif isinstance(value, str) and (is_numeric(node) or isinstance(node, str)):
+            value = value.replace(found.group(0), php_string(node))
+    return value
 
 
 def _answer(status: int, body: Any) -> web.Response:
