@@ -390,6 +390,24 @@ add(post_json("batch-scope-per-command", f"{HOOK}/batch", cmd(a=f"{ACT}?flowId=5
 add(post_json("batch-wrong-code", f"{BAD}/batch", cmd(a=f"{ACT}?flowId=5"), 401, CREDS))
 add(post_json("batch-suffix-and-slash", f"{HOOK}/batch.json/", cmd(a=f"{ACT}?flowId=5"), 200,
               batch(res, "[]", times)))  # fmt: skip
+# The suffix (§1.1) under the lowercase-first rule (§1.3, rest.server component): the
+# lowercase try strips ".json"/".xml" and finds batch; a CamelCase flow method is found only
+# as sent, where "JSON"/"XML" is no transport (compared exactly), and the XML transport of the
+# failed lowercase try is kept. A batch command's method is its path as it is: no suffix.
+add(post_json("batch-upper-json-suffix", f"{HOOK}/batch.JSON", cmd(a=f"{ACT}?flowId=5"), 200,
+              batch(res, "[]", times)))  # fmt: skip
+add(post_json("batch-upper-xml-suffix", f"{HOOK}/batch.XML", cmd(a=f"{ACT}?flowId=5"), 200,
+              "<response><result><result><a>1</a></result><result_error></result_error>"
+              "<result_total></result_total><result_next></result_next><result_time><a>"
+              + XT[len("<time>"):-len("</time>")] + "</a></result_time></result>" + XT
+              + "</response>", ctype=XML))  # fmt: skip
+add(post_json("act-upper-json-suffix", f"{HOOK}/{ACT}.JSON", '{"flowId":1}', 404, NOTFOUND))
+add(post_json("act-upper-xml-suffix-in-xml", f"{HOOK}/{ACT}.XML", '{"flowId":1}', 404,
+              "<response><error>ERROR_METHOD_NOT_FOUND</error><error_description>Method "
+              "not found!</error_description></response>", ctype=XML))  # fmt: skip
+add(post_json("batch-command-suffix-not-stripped", f"{HOOK}/batch",
+              cmd(a=f"{ACT}.json?flowId=5", b=f"{ACT}.JSON?flowId=5"), 200,
+              batch("[]", '{"a":' + NOTFOUND + ',"b":' + NOTFOUND + "}")))  # fmt: skip
 
 # -- bodies and content types (§1.2) --------------------------------------------------------
 add(Case("multipart-form", "POST", f"{HOOK}/{ACT}", 200, TRUE,

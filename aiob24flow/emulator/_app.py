@@ -102,6 +102,28 @@ def resolve(name: str) -> str | None:
     return None
 
 
+def _requested(name: str) -> tuple[str | None, str, bool]:
+    """The method a URL's last segment names, the name as looked up, and whether the
+    answer is XML: the ``rest.server`` component's loop (§1.1, §1.3).
+
+    The name is tried lowercased first, then as sent. Each try strips a ``.json``/``.xml``
+    suffix compared exactly (``transportSupported``), so ``batch.JSON`` works (its lowercase
+    try is ``batch.json``) and ``tasks.flow.Flow.activate.JSON`` is not found (the lowercase
+    try fails on ``flow``, and ``JSON`` is no transport). The transport is not reset between
+    tries: ``tasks.flow.Flow.activate.XML`` is not found, and says so in XML.
+    """
+    transport = "json"
+    for attempt in (name.lower(), name):
+        point = attempt.rfind(".")
+        if point > 0 and attempt[point + 1 :] in ("json", "xml"):
+            transport = attempt[point + 1 :]
+            attempt = attempt[:point]
+        method = resolve(attempt)
+        if method is not None:
+            return method, attempt, transport == "xml"
+    return None, attempt, transport == "xml"
+
+
 def _bind_flow_id(params: dict[Any, Any]) -> int:
     if "flowId" not in params:
         raise _flow_error("Could not find value for parameter {flowId}", "100")
@@ -545,14 +567,8 @@ async def _rest(request: web.Request, portal: Portal) -> web.StreamResponse:
         return _fail(405, "ERROR_METHOD_NOT_ALLOWED", "Method Not Allowed")
     if not state.admit():
         return _fail(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
-    name = request.match_info["method"]
-    xml = False
-    for suffix in (".json", ".xml"):  # the suffix picks the transport (§1.1)
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            xml = suffix == ".xml"
+    method, name, xml = _requested(request.match_info["method"])
     answer = _answer_xml if xml else _answer
-    method = resolve(name)
     state.requests_by_method[method or name] += 1
     fault = config.faults.draw(method or name, _command_methods(method, params))
     if fault:
