@@ -236,6 +236,22 @@ add(post_json("is-exists-name", f"{HOOK}/tasks.flow.Flow.isExists",
 add(post_json("is-exists-own-id", f"{HOOK}/tasks.flow.Flow.isExists",
               '{"flowData":{"name":"Flow 3","id":3}}', 200,
               '{"result":{"exists":false},"time":' + T + "}"))  # fmt: skip
+# isExists without a name (§2.6 gives no text; S1 source: the FlowDto's name stays unset and
+# validateName(true) throws "name: cannot be null"); an empty name is a name.
+NONAME = err("0", "name: cannot be null")
+for id_, body in (
+    ("is-exists-no-flow-data", "{}"),
+    ("is-exists-flow-data-empty", '{"flowData":{}}'),
+    ("is-exists-no-name", '{"flowData":{"id":3}}'),
+    ("is-exists-null-name", '{"flowData":{"name":null}}'),
+    ("is-exists-array-name", '{"flowData":{"name":["Flow 3"]}}'),
+):
+    add(post_json(id_, f"{HOOK}/tasks.flow.Flow.isExists", body, 400, NONAME))
+add(post_json("is-exists-empty-name", f"{HOOK}/tasks.flow.Flow.isExists",
+              '{"flowData":{"name":""}}', 200,
+              '{"result":{"exists":false},"time":' + T + "}"))  # fmt: skip
+add(post_form("is-exists-no-flow-data-form", f"{HOOK}/tasks.flow.Flow.isExists", "flowId=3",
+              400, NONAME))  # fmt: skip
 
 # -- method names (§1.3) --------------------------------------------------------------------
 add(post_json("case-lower-controller", f"{HOOK}/tasks.flow.flow.activate", '{"flowId":1}', 404,

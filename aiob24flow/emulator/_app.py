@@ -223,16 +223,7 @@ class Portal:
         state = self.state
         action = method.rsplit(".", 1)[1]
         if action == "isExists":
-            data = params.get("flowData")
-            if not isinstance(data, dict) or not str(data.get("name", "")).strip():
-                raise _flow_error("Flow name is required")
-            name = str(data["name"])
-            own = data.get("id")
-            exists = any(
-                (f.name or f"Flow {f.id}") == name and str(f.id) != str(own)
-                for f in state.flows.values()
-            )
-            return {"exists": exists}
+            return {"exists": self._is_exists(params.get("flowData"))}
         flow_id = _bind_flow_id(params)
         if action == "activate":
             if not state.can_update(user, flow_id):
@@ -257,6 +248,30 @@ class Portal:
         if flow is None:
             raise _flow_error("Flow with this ID does not exist.")
         return flow.to_array()
+
+    def _is_exists(self, data: Any) -> bool:
+        """``isExistsAction(FlowDto $flowData)`` (§2.6): another flow with this name?
+
+        protocol.md gives no text for a missing name; this follows its S1 source. With no
+        ``flowData`` the binder's closure finds nothing and the DI container builds an empty
+        ``FlowDto``; ``FlowDto::createFromArray`` skips a value its typed property refuses
+        (null, an array); either way ``validateName(true)`` finds ``name`` unset and throws
+        ``InvalidArgumentException("name: cannot be null")`` -> ``"0"``, HTTP 400. An empty
+        name is set, so it passes and exists nowhere. A ``flowData`` that is not an array
+        (a plain string) makes ``createFromArray`` throw a TypeError in a path not traced:
+        answered like a missing one (a guess).
+        """
+        fields = data if isinstance(data, dict) else {}
+        name = fields.get("name")
+        if name is None or isinstance(name, dict):
+            raise _flow_error("name: cannot be null")
+        own = fields.get("id")
+        own_id = int(float(str(own))) if is_numeric(own) else 0  # int $id = 0 otherwise
+        wanted = php_string(name)
+        return any(
+            (flow.name or f"Flow {flow.id}") == wanted and flow.id != own_id
+            for flow in self.state.flows.values()
+        )
 
     def run_batch(self, caller: _Caller, params: dict[Any, Any]) -> dict[str, Any]:
         upper = {str(k).upper(): v for k, v in params.items()}
