@@ -477,6 +477,17 @@ add(post_form("token-no-refresh-token", "/oauth/token/",
               "&client_secret=emulator-client-secret", 400,
               err("invalid_request",
                   "No \\u0022refresh_token\\u0022 parameter found")))  # fmt: skip
+# grant_type missing or empty (not in protocol.md; Bitrix's OAuth module checks it first):
+NOGRANT = err("invalid_request", "Invalid grant_type parameter or parameter missing")
+NOGRANT_BODY = REFRESH.replace("grant_type=refresh_token&", "")
+add(post_form("token-no-grant-type", "/oauth/token/", NOGRANT_BODY, 400, NOGRANT))
+add(Case("token-no-grant-type-get", "GET", "/oauth/token/?" + NOGRANT_BODY, 400, NOGRANT))
+add(post_form("token-empty-grant-type", "/oauth/token/", "grant_type=&" + NOGRANT_BODY, 400,
+              NOGRANT))  # fmt: skip
+add(post_form("token-no-parameters", "/oauth/token/", "", 400, NOGRANT))
+add(post_form("token-other-grant-type", "/oauth/token/",
+              REFRESH.replace("=refresh_token&", "=password&", 1), 400,
+              '{"error":"unsupported_grant_type"}'))  # fmt: skip
 add(post_form("token-old-access-token-void", f"/rest/{ACT}", '{"flowId":1}', 401, BADTOKEN))
 
 

@@ -687,8 +687,15 @@ async def _token_endpoint(request: web.Request, portal: Portal) -> web.StreamRes
     if fault == "invalid_grant":
         state.rejected_refreshes += 1
         return _answer(400, {"error": "invalid_grant"})
-    if params.get("grant_type") != "refresh_token":
-        # Not recorded: a guess in the same shape as the recorded errors.
+    grant_type = params.get("grant_type")
+    if not isinstance(grant_type, str) or not php_truthy(grant_type):
+        # Not in protocol.md. Bitrix's OAuth server module (Bitrix\OAuth\Base::
+        # getClientParameters, the source of the recorded 'No "refresh_token" parameter
+        # found') checks this first, with the text below; RFC 6749 §5.2 also makes a missing
+        # parameter invalid_request.
+        return _fail(400, "invalid_request", "Invalid grant_type parameter or parameter missing")
+    if grant_type != "refresh_token":
+        # Not recorded: a guess in the shape of the module's unsupported_grant_type.
         return _answer(400, {"error": "unsupported_grant_type"})
     if not params.get("refresh_token"):
         return _fail(400, "invalid_request", 'No "refresh_token" parameter found')  # §10
