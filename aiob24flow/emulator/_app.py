@@ -51,10 +51,10 @@ _REF_SEGMENT = re.compile(r"\[([^\]]+)\]")
 _log = logging.getLogger("aiob24flow.emulator")
 
 PORTAL_KEY: web.AppKey[Portal] = web.AppKey("portal")
-#: A route's work: the request and the portal it is for, to the answer.
-_Handler = Callable[[web.Request, "Portal"], Awaitable[web.StreamResponse]]
 # Many portals on one port: the local address a request arrived on picks the portal.
 ROUTES_KEY: web.AppKey[dict[str, Portal]] = web.AppKey("routes")
+#: A route's work: the request and the portal it is for, to the answer.
+_Handler = Callable[[web.Request, "Portal"], Awaitable[web.StreamResponse]]
 
 
 def portal_of(request: web.Request) -> Portal:
