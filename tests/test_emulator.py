@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from aiob24flow.emulator import Faults, Portal, PortalConfig
-from aiob24flow.emulator._php import json_encode, parse_str
+from aiob24flow.emulator._php import json_encode, parse_str, php_string
 from tests.conftest import FakeClock, serve
 
 ACT = "tasks.flow.Flow.activate"
@@ -331,6 +331,21 @@ def test_php_helpers() -> None:
     assert json_encode({0: True, 1: False}) == "[true,false]"
     assert json_encode({1: True}) == '{"1":true}'
     assert json_encode({"s": "<a&'b'>"}) == '{"s":"\\u003Ca\\u0026\\u0027b\\u0027\\u003E"}'
+
+
+def test_php_string_is_what_php_echoes() -> None:
+    # (string)$x with PHP's precision=14 (zend_gcvt), as the .xml transport and an
+    # embedded $result reference write a value.
+    cases = [
+        (True, "1"), (False, ""), (None, ""), (3, "3"), ("s", "s"), (0.0, "0"), (-0.0, "-0"),
+        (0.5, "0.5"), (0.1 + 0.2, "0.3"), (100.0, "100"), (1e-05, "1.0E-5"),
+        (0.0001, "0.0001"), (-2.5e-7, "-2.5E-7"), (1e14, "1.0E+14"),
+        (12345678901234.0, "12345678901234"), (1767261600.123456, "1767261600.1235"),
+        (1.049041748046875e-05, "1.0490417480469E-5"), (float("inf"), "INF"),
+        (float("nan"), "NAN"),
+    ]  # fmt: skip
+    for value, text in cases:
+        assert php_string(value) == text, value
 
 
 def test_emulator_command_line_options() -> None:

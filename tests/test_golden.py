@@ -157,18 +157,43 @@ add(Case("pin-twice-unpins", "POST", f"{HOOK}/{PIN}", 200, FALSE, body='{"flowId
 add(Case("get-query-and-body-body-wins", "POST", f"{HOOK}/{GET}?flowId=3", 200, GET2,
          body='{"flowId":2}', headers={"Content-Type": "application/json"}))  # fmt: skip
 
-# -- the .xml transport (§1.1; its exact form is a guess, docs/protocol.md) -----------------
+# -- the .xml transport (§1.1 names it; protocol.md does not show its form, which follows
+# CRestServer::outputXml in the S1 source: no XML declaration, one element per key, <item>
+# for a list entry, true as "1", false and null empty, PHP's 14-digit floats) --------------
 XT = (
     "<time><start>N</start><finish>N</finish><duration>N</duration><processing>N</processing>"
     "<date_start>D</date_start><date_finish>D</date_finish>"
     "<operating_reset_at>R</operating_reset_at><operating>0</operating></time>"
 )
-XHEAD = '<?xml version="1.0" encoding="utf-8"?>'
+XFLOW3 = (
+    "<id>3</id><creatorId>1</creatorId><ownerId>1</ownerId><groupId>0</groupId>"
+    "<templateId>0</templateId><efficiency>100</efficiency><active>1</active>"
+    "<plannedCompletionTime>7200</plannedCompletionTime>"
+    "<activity>2026-01-01T12:00:00+00:00</activity><name>Flow 3</name>"
+    "<description></description><distributionType>queue</distributionType>"
+    "<responsibleList><item><item>user</item><item>1</item></item></responsibleList>"
+    "<demo></demo><responsibleCanChangeDeadline></responsibleCanChangeDeadline>"
+    "<matchWorkTime>1</matchWorkTime><matchSchedule></matchSchedule><taskControl></taskControl>"
+    "<notifyAtHalfTime></notifyAtHalfTime><notifyOnQueueOverflow></notifyOnQueueOverflow>"
+    "<notifyOnTasksInProgressOverflow></notifyOnTasksInProgressOverflow>"
+    "<notifyWhenEfficiencyDecreases></notifyWhenEfficiencyDecreases>"
+    "<taskCreators><item><item>meta-user</item><item>all-users</item></item></taskCreators>"
+    "<team><item><item>user</item><item>1</item></item></team>"
+    "<trialFeatureEnabled></trialFeatureEnabled>"
+)
 add(post_json("act-xml-suffix", f"{HOOK}/{ACT}.xml", '{"flowId":1}', 200,
-              f"{XHEAD}<response><result>true</result>{XT}</response>", ctype=XML))  # fmt: skip
+              f"<response><result>1</result>{XT}</response>", ctype=XML))  # fmt: skip
+add(post_json("pin-xml-false-is-empty", f"{HOOK}/{PIN}.xml", '{"flowId":1}', 200,
+              f"<response><result></result>{XT}</response>", ctype=XML, before=1))  # fmt: skip
+add(post_json("get-xml-lists-are-items", f"{HOOK}/{GET}.xml", '{"flowId":3}', 200,
+              f"<response><result>{XFLOW3}</result>{XT}</response>", ctype=XML))  # fmt: skip
 add(post_json("get-xml-suffix", f"{HOOK}/{GET}.xml", '{"flowId":9}', 400,
-              f"{XHEAD}<response><error>0</error><error_description>Flow with this ID does not "
+              "<response><error>0</error><error_description>Flow with this ID does not "
               "exist.</error_description></response>", ctype=XML))  # fmt: skip
+add(post_json("echo-xml-escapes", f"{HOOK}/{ACT}.xml", '{"flowId":"<x>&\'\\""}', 400,
+              "<response><error>100</error><error_description>Invalid value "
+              "{&lt;x&gt;&amp;&apos;&quot;} to match with parameter {flowId}. Should be value "
+              "of type int.</error_description></response>", ctype=XML))  # fmt: skip
 
 # -- flowId binding (§2.4) and access (§2.1) -----------------------------------------------
 for id_, body, out in (
@@ -211,6 +236,22 @@ add(post_json("is-exists-name", f"{HOOK}/tasks.flow.Flow.isExists",
 add(post_json("is-exists-own-id", f"{HOOK}/tasks.flow.Flow.isExists",
               '{"flowData":{"name":"Flow 3","id":3}}', 200,
               '{"result":{"exists":false},"time":' + T + "}"))  # fmt: skip
+# isExists without a name (§2.6 gives no text; S1 source: the FlowDto's name stays unset and
+# validateName(true) throws "name: cannot be null"); an empty name is a name.
+NONAME = err("0", "name: cannot be null")
+for id_, body in (
+    ("is-exists-no-flow-data", "{}"),
+    ("is-exists-flow-data-empty", '{"flowData":{}}'),
+    ("is-exists-no-name", '{"flowData":{"id":3}}'),
+    ("is-exists-null-name", '{"flowData":{"name":null}}'),
+    ("is-exists-array-name", '{"flowData":{"name":["Flow 3"]}}'),
+):
+    add(post_json(id_, f"{HOOK}/tasks.flow.Flow.isExists", body, 400, NONAME))
+add(post_json("is-exists-empty-name", f"{HOOK}/tasks.flow.Flow.isExists",
+              '{"flowData":{"name":""}}', 200,
+              '{"result":{"exists":false},"time":' + T + "}"))  # fmt: skip
+add(post_form("is-exists-no-flow-data-form", f"{HOOK}/tasks.flow.Flow.isExists", "flowId=3",
+              400, NONAME))  # fmt: skip
 
 # -- method names (§1.3) --------------------------------------------------------------------
 add(post_json("case-lower-controller", f"{HOOK}/tasks.flow.flow.activate", '{"flowId":1}', 404,
@@ -223,7 +264,7 @@ add(post_json("unknown-method", f"{HOOK}/tasks.flow.Flow.nope", '{"flowId":1}', 
 add(post_json("unknown-method-wrong-code", f"{BAD}/no.such.method", "{}", 404, NOTFOUND))
 add(post_json("unknown-method-no-token", "/rest/no.such.method", "{}", 404, NOTFOUND))
 add(post_json("unknown-method-xml", f"{HOOK}/no.such.method.xml", "{}", 404,
-              f"{XHEAD}<response><error>ERROR_METHOD_NOT_FOUND</error><error_description>Method "
+              "<response><error>ERROR_METHOD_NOT_FOUND</error><error_description>Method "
               "not found!</error_description></response>", ctype=XML))  # fmt: skip
 
 # -- authentication (§5, §6, §10) -----------------------------------------------------------
@@ -314,17 +355,32 @@ add(post_json("batch-skips-non-string", f"{HOOK}/batch",
               batch(res, "[]", times)))  # fmt: skip
 add(post_json("batch-fragment-dropped", f"{HOOK}/batch", cmd(a=f"{ACT}?flowId=5#frag"), 200,
               batch(res, "[]", times)))  # fmt: skip
+# $result references (§3.3; §10's example): the reference runs to the next whitespace; a
+# value that is exactly one reference takes the value as it is, one inside longer text is
+# replaced by the string of it; the state is looked up by the name as written ($RESULT finds
+# nothing: PHP array keys are case-sensitive, the regex is not).
 get_then = '{"a":' + FLOW3 + ',"b":true}'
 times_ab = '{"a":' + T + ',"b":' + T + "}"
-for id_, ref in (
-    ("batch-ref-whole", "$result[a][id]"),
-    ("batch-ref-upper", "$RESULT[a][id]"),
-    ("batch-ref-text-dropped", "$result[a][id]0"),
-    ("batch-ref-prefix-dropped", "x$result[a][id]"),
+only_a = '{"a":' + FLOW3 + "}"
+times_a = '{"a":' + T + "}"
+for id_, ref, out in (
+    ("batch-ref-whole", "$result[a][id]", None),
+    ("batch-ref-swallows-text-after", "$result[a][id]0", None),  # §10: binds 3, not 30
+    ("batch-ref-upper-is-null", "$RESULT[a][id]", invalid("")),
+    ("batch-ref-embedded-after-text", "x$result[a][id]", invalid("x3")),
+    ("batch-ref-embedded-before-space", "$result[a][id] 0", invalid("3 0")),
+    ("batch-ref-upper-embedded-stays", "x$RESULT[a][id]", invalid("x$RESULT[a][id]")),
+    ("batch-ref-without-key-stays", "$result", invalid("$result")),
 ):
     add(post_json(id_, f"{HOOK}/batch",
                   cmd(a=f"{GET}?flowId=3", b=f"{ACT}?flowId={quote(ref)}"), 200,
-                  batch(get_then, "[]", times_ab)))  # fmt: skip
+                  batch(get_then, "[]", times_ab) if out is None
+                  else batch(only_a, '{"b":' + out + "}", times_a)))  # fmt: skip
+exists_then = '{"a":' + FLOW3 + ',"b":{"exists":true}}'
+add(post_json("batch-ref-embedded-in-a-name", f"{HOOK}/batch",
+              cmd(a=f"{GET}?flowId=3",
+                  b="tasks.flow.Flow.isExists?flowData[name]=" + quote("Flow $result[a][id]")),
+              200, batch(exists_then, "[]", times_ab)))  # fmt: skip
 add(
     post_form(
         "batch-form-encoded",
@@ -350,6 +406,24 @@ add(post_json("batch-scope-per-command", f"{HOOK}/batch", cmd(a=f"{ACT}?flowId=5
 add(post_json("batch-wrong-code", f"{BAD}/batch", cmd(a=f"{ACT}?flowId=5"), 401, CREDS))
 add(post_json("batch-suffix-and-slash", f"{HOOK}/batch.json/", cmd(a=f"{ACT}?flowId=5"), 200,
               batch(res, "[]", times)))  # fmt: skip
+# The suffix (§1.1) under the lowercase-first rule (§1.3, rest.server component): the
+# lowercase try strips ".json"/".xml" and finds batch; a CamelCase flow method is found only
+# as sent, where "JSON"/"XML" is no transport (compared exactly), and the XML transport of the
+# failed lowercase try is kept. A batch command's method is its path as it is: no suffix.
+add(post_json("batch-upper-json-suffix", f"{HOOK}/batch.JSON", cmd(a=f"{ACT}?flowId=5"), 200,
+              batch(res, "[]", times)))  # fmt: skip
+add(post_json("batch-upper-xml-suffix", f"{HOOK}/batch.XML", cmd(a=f"{ACT}?flowId=5"), 200,
+              "<response><result><result><a>1</a></result><result_error></result_error>"
+              "<result_total></result_total><result_next></result_next><result_time><a>"
+              + XT[len("<time>"):-len("</time>")] + "</a></result_time></result>" + XT
+              + "</response>", ctype=XML))  # fmt: skip
+add(post_json("act-upper-json-suffix", f"{HOOK}/{ACT}.JSON", '{"flowId":1}', 404, NOTFOUND))
+add(post_json("act-upper-xml-suffix-in-xml", f"{HOOK}/{ACT}.XML", '{"flowId":1}', 404,
+              "<response><error>ERROR_METHOD_NOT_FOUND</error><error_description>Method "
+              "not found!</error_description></response>", ctype=XML))  # fmt: skip
+add(post_json("batch-command-suffix-not-stripped", f"{HOOK}/batch",
+              cmd(a=f"{ACT}.json?flowId=5", b=f"{ACT}.JSON?flowId=5"), 200,
+              batch("[]", '{"a":' + NOTFOUND + ',"b":' + NOTFOUND + "}")))  # fmt: skip
 
 # -- bodies and content types (§1.2) --------------------------------------------------------
 add(Case("multipart-form", "POST", f"{HOOK}/{ACT}", 200, TRUE,
@@ -403,6 +477,17 @@ add(post_form("token-no-refresh-token", "/oauth/token/",
               "&client_secret=emulator-client-secret", 400,
               err("invalid_request",
                   "No \\u0022refresh_token\\u0022 parameter found")))  # fmt: skip
+# grant_type missing or empty (not in protocol.md; Bitrix's OAuth module checks it first):
+NOGRANT = err("invalid_request", "Invalid grant_type parameter or parameter missing")
+NOGRANT_BODY = REFRESH.replace("grant_type=refresh_token&", "")
+add(post_form("token-no-grant-type", "/oauth/token/", NOGRANT_BODY, 400, NOGRANT))
+add(Case("token-no-grant-type-get", "GET", "/oauth/token/?" + NOGRANT_BODY, 400, NOGRANT))
+add(post_form("token-empty-grant-type", "/oauth/token/", "grant_type=&" + NOGRANT_BODY, 400,
+              NOGRANT))  # fmt: skip
+add(post_form("token-no-parameters", "/oauth/token/", "", 400, NOGRANT))
+add(post_form("token-other-grant-type", "/oauth/token/",
+              REFRESH.replace("=refresh_token&", "=password&", 1), 400,
+              '{"error":"unsupported_grant_type"}'))  # fmt: skip
 add(post_form("token-old-access-token-void", f"/rest/{ACT}", '{"flowId":1}', 401, BADTOKEN))
 
 

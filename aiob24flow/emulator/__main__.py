@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
+import secrets
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -18,7 +20,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aiob24flow emulator",
         description="Serve an emulated Bitrix24 portal on loopback.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (loopback; another address needs --allow-remote)",
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host that is not loopback (0.0.0.0, a LAN address); the webhook "
+        "codes are then random, printed once at start",
+    )
     p.add_argument("--port", type=port, default=8080, help="TCP port (0: any free one)")
     p.add_argument("--flows", type=count(0), default=1000, help="flows with ids 1..N")
     p.add_argument("--burst", type=positive, default=50.0, help="rate-limit bucket size")
@@ -106,12 +118,35 @@ async def serve_farm(args: argparse.Namespace) -> None:
     await _serve_until_stopped(args, farm.port, farm.stop)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` binds loopback only: a loopback IP literal or ``localhost``.
+
+    Any other name may resolve to anything, and "" or "::" bind every interface.
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def random_webhooks(portal: Portal) -> None:
+    """Replace the fixed test webhook codes with random ones (for a non-loopback bind)."""
+    for user_id in portal.state.webhooks:
+        portal.state.webhooks[user_id] = secrets.token_hex(16)
+
+
 async def serve(args: argparse.Namespace) -> None:
     if args.portals > 1:
         await serve_farm(args)
         return
+    portal = Portal(config_from_args(args))
+    if not is_loopback(args.host):
+        # The fixed codes are public (README, tests): never serve them beyond this machine.
+        random_webhooks(portal)
     server = EmulatorServer(
-        Portal(config_from_args(args)),
+        portal,
         args.host,
         args.port,
         tls=args.tls,
@@ -128,7 +163,8 @@ async def serve(args: argparse.Namespace) -> None:
     if args.tls:
         print(f"  CA certificate to trust: {server.ca_path}", flush=True)
         print(f"  plain HTTP (webhooks refused: Https required): {server.plain_url}", flush=True)
-    # The emulator's own fixed test credentials, printed so a person can connect.
+    # The emulator's credentials (fixed test codes on loopback, random ones otherwise),
+    # printed once so a person can connect.
     print(f"  webhook (admin): {server.webhook_url(1)}", flush=True)
     print(f"  webhook (user 2, not admin): {server.webhook_url(2)}", flush=True)
     await _serve_until_stopped(args, server.port, server.stop)
@@ -149,8 +185,33 @@ async def _serve_until_stopped(
         await stop()
 
 
+def _check_tls_extra(parser: argparse.ArgumentParser) -> None:
+    """``--tls`` needs the ``tls`` extra: say so on one line (exit 2) before starting.
+
+    Exit 2, as for any refused command line: nothing was started, and what is missing is
+    named; 1 stays for an emulator that failed while starting (a port in use).
+    """
+    try:
+        import trustme  # noqa: F401
+    except ImportError:
+        print(
+            f"{parser.prog}: error: --tls needs trustme: pip install 'aiob24flow[tls]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.allow_remote and not is_loopback(args.host):
+        parser.error(
+            f"--host {args.host!r} is not a loopback address: the emulator would serve its "
+            "webhooks to the network; add --allow-remote to allow it (webhook codes are then "
+            "random)"
+        )
+    if args.tls:
+        _check_tls_extra(parser)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args))
     return 0

@@ -2,9 +2,14 @@
 
 Routes (protocol.md §1): ``/rest/{user}/{code}/{method}`` (webhook), ``/rest/{method}``
 (OAuth: ``Authorization: Bearer``, ``auth`` or ``access_token``), ``/oauth/token/`` (the
-OAuth server). A request goes: latency -> leaky bucket (503) -> injected faults ->
-parameters -> auth (401) -> method lookup (404) -> operating limit (429) -> the method ->
-injected faults after executing -> ``{"result", "time"}``.
+OAuth server). A request goes: parameters (the whole request is in) -> latency -> leaky
+bucket (503) -> injected faults -> method lookup (404) -> auth (401) -> operating limit
+(429) -> the method -> injected faults after executing -> ``{"result", "time"}``.
+
+A request runs to its end even when its client hangs up first, as a portal's PHP does
+(protocol.md §10, §11): the handler's work is a task of its own that a disconnect does not
+cancel (with aiohttp's ``handler_cancellation`` on or off), and an answer nobody is there
+to read is dropped quietly (``state.answers_lost``).
 """
 
 from __future__ import annotations
@@ -13,28 +18,43 @@ import asyncio
 import contextlib
 import datetime
 import json
+import logging
 import re
 import time as _time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
-from xml.sax.saxutils import escape as xml_escape
 
 import attrs
 from aiohttp import web
 
-from ._php import is_numeric, json_encode, parse_str, php_truthy, to_php_value
+from ._php import (
+    is_numeric,
+    json_encode,
+    parse_str,
+    php_key,
+    php_string,
+    php_truthy,
+    to_php_value,
+)
 from ._state import Faults, PortalConfig, PortalState, User
 
 __all__ = ["ROUTES_KEY", "Portal", "portal_of"]
 
 _NOT_IN_BATCH = frozenset({"batch", "download", "upload"})
 _FLOW_ACTIONS = {"activate": "activate", "pin": "pin", "get": "get", "isexists": "isExists"}
-_REF = re.compile(r"\$(result|next|total|time|error)((?:\[[^\]\s]*\])*)", re.IGNORECASE)
+# CRestUtil::processBatchElement: /\$(result|next|total|time|error)([^\s]*)/i, where \s is
+# PCRE's ASCII whitespace; a path segment is [one or more characters].
+_REF = re.compile(r"\$(result|next|total|time|error)([^ \t\n\r\f\v]*)", re.IGNORECASE)
+_REF_SEGMENT = re.compile(r"\[([^\]]+)\]")
+
+_log = logging.getLogger("aiob24flow.emulator")
 
 PORTAL_KEY: web.AppKey[Portal] = web.AppKey("portal")
 # Many portals on one port: the local address a request arrived on picks the portal.
 ROUTES_KEY: web.AppKey[dict[str, Portal]] = web.AppKey("routes")
+#: A route's work: the request and the portal it is for, to the answer.
+_Handler = Callable[[web.Request, "Portal"], Awaitable[web.StreamResponse]]
 
 
 def portal_of(request: web.Request) -> Portal:
@@ -82,6 +102,28 @@ def resolve(name: str) -> str | None:
     return None
 
 
+def _requested(name: str) -> tuple[str | None, str, bool]:
+    """The method a URL's last segment names, the name as looked up, and whether the
+    answer is XML: the ``rest.server`` component's loop (§1.1, §1.3).
+
+    The name is tried lowercased first, then as sent. Each try strips a ``.json``/``.xml``
+    suffix compared exactly (``transportSupported``), so ``batch.JSON`` works (its lowercase
+    try is ``batch.json``) and ``tasks.flow.Flow.activate.JSON`` is not found (the lowercase
+    try fails on ``flow``, and ``JSON`` is no transport). The transport is not reset between
+    tries: ``tasks.flow.Flow.activate.XML`` is not found, and says so in XML.
+    """
+    transport = "json"
+    for attempt in (name.lower(), name):
+        point = attempt.rfind(".")
+        if point > 0 and attempt[point + 1 :] in ("json", "xml"):
+            transport = attempt[point + 1 :]
+            attempt = attempt[:point]
+        method = resolve(attempt)
+        if method is not None:
+            return method, attempt, transport == "xml"
+    return None, attempt, transport == "xml"
+
+
 def _bind_flow_id(params: dict[Any, Any]) -> int:
     if "flowId" not in params:
         raise _flow_error("Could not find value for parameter {flowId}", "100")
@@ -112,11 +154,16 @@ class Portal:
         *,
         clock: Callable[[], float] = _time.monotonic,
         wall_clock: Callable[[], float] = _time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config or PortalConfig()
+        #: How the portal waits (latency, hangs); tests may hold it to order events.
+        self.sleep = sleep
         self.state = PortalState(self.config, clock=clock, wall_clock=wall_clock)
         #: Refuse webhook calls over plain HTTP, as a portal does (set by EmulatorServer).
         self.https_required = False
+        #: Requests being handled, each a task that a client's disconnect does not cancel.
+        self._running: set[asyncio.Task[web.StreamResponse]] = set()
 
     @property
     def faults(self) -> Faults:
@@ -132,7 +179,20 @@ class Portal:
         for path in ("/rest/{user}/{code}/{method}", "/rest/{method}"):
             app.router.add_route("*", path, _rest)
             app.router.add_route("*", path + "/", _rest)
+        app.on_cleanup.append(_stop_running)
         return app
+
+    async def idle(self) -> None:
+        """Wait until every request received so far has run to its end, answered or not
+        (a request whose client hung up still runs, protocol.md §10)."""
+        while self._running:
+            await asyncio.wait(set(self._running))
+
+    def _run(self, request: web.Request, handler: _Handler) -> asyncio.Task[web.StreamResponse]:
+        task = asyncio.ensure_future(_to_the_end(request, self, handler))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
 
     # -- executing methods --------------------------------------------------------------
 
@@ -163,16 +223,7 @@ class Portal:
         state = self.state
         action = method.rsplit(".", 1)[1]
         if action == "isExists":
-            data = params.get("flowData")
-            if not isinstance(data, dict) or not str(data.get("name", "")).strip():
-                raise _flow_error("Flow name is required")
-            name = str(data["name"])
-            own = data.get("id")
-            exists = any(
-                (f.name or f"Flow {f.id}") == name and str(f.id) != str(own)
-                for f in state.flows.values()
-            )
-            return {"exists": exists}
+            return {"exists": self._is_exists(params.get("flowData"))}
         flow_id = _bind_flow_id(params)
         if action == "activate":
             if not state.can_update(user, flow_id):
@@ -197,6 +248,30 @@ class Portal:
         if flow is None:
             raise _flow_error("Flow with this ID does not exist.")
         return flow.to_array()
+
+    def _is_exists(self, data: Any) -> bool:
+        """``isExistsAction(FlowDto $flowData)`` (§2.6): another flow with this name?
+
+        protocol.md gives no text for a missing name; this follows its S1 source. With no
+        ``flowData`` the binder's closure finds nothing and the DI container builds an empty
+        ``FlowDto``; ``FlowDto::createFromArray`` skips a value its typed property refuses
+        (null, an array); either way ``validateName(true)`` finds ``name`` unset and throws
+        ``InvalidArgumentException("name: cannot be null")`` -> ``"0"``, HTTP 400. An empty
+        name is set, so it passes and exists nowhere. A ``flowData`` that is not an array
+        (a plain string) makes ``createFromArray`` throw a TypeError in a path not traced:
+        answered like a missing one (a guess).
+        """
+        fields = data if isinstance(data, dict) else {}
+        name = fields.get("name")
+        if name is None or isinstance(name, dict):
+            raise _flow_error("name: cannot be null")
+        own = fields.get("id")
+        own_id = int(float(str(own))) if is_numeric(own) else 0  # int $id = 0 otherwise
+        wanted = php_string(name)
+        return any(
+            (flow.name or f"Flow {flow.id}") == wanted and flow.id != own_id
+            for flow in self.state.flows.values()
+        )
 
     def run_batch(self, caller: _Caller, params: dict[Any, Any]) -> dict[str, Any]:
         upper = {str(k).upper(): v for k, v in params.items()}
@@ -261,29 +336,58 @@ def _time_object(start: float, finish: float) -> dict[str, Any]:
     }
 
 
-def _walk(state: dict[str, dict[Any, Any]], kind: str, path: str) -> Any:
-    node: Any = state.get("result_" + kind.lower() if kind.lower() != "result" else "result", {})
-    for segment in re.findall(r"\[([^\]]*)\]", path):
-        key: Any = int(segment) if segment.isdigit() else segment
-        if isinstance(node, dict) and key in node:
-            node = node[key]
-        else:
-            break  # stop at the deepest node that exists
-    return node
+def _isset(node: Any, key: str | int) -> tuple[bool, Any]:
+    """PHP's ``isset($node[$key])`` and the value: a null value is not set, and a string
+    is indexed by character (an integer key only)."""
+    if isinstance(node, dict):
+        value = node.get(key)
+        return value is not None, value
+    if isinstance(node, str) and isinstance(key, int) and -len(node) <= key < len(node):
+        return True, node[key]
+    return False, None
 
 
 def _substitute(params: Any, state: dict[str, dict[Any, Any]]) -> Any:
-    """``$result[key][field]`` references to earlier commands of the batch (§3.3)."""
+    """``$result[key][field]`` references to earlier commands of the batch (§3.3, §10),
+    as ``CRestUtil::processBatchElement`` (S1 ``rest_util.php``) resolves them.
+
+    The reference runs to the next whitespace (``[^\\s]*``), so ``$result[a][id]0`` is one
+    reference to ``[a][id]`` and takes the value whole (§10's example: it binds 3). A value
+    that is exactly one reference takes the referenced value as it is (an array, a bool);
+    a reference inside longer text (``x$result[a][id]``, ``$result[a][id] 0``) is replaced
+    by PHP's string of a number or string and left as text otherwise (§3.3). protocol.md
+    §10 words this as "text around the reference is dropped"; §3.3 and the source say so
+    only for the text the reference swallows. The walk starts at the batch state named in
+    the reference as written: PHP array keys are case-sensitive, so ``$RESULT[a]`` (the
+    regex is case-insensitive) finds nothing and stands for null.
+    """
     if isinstance(params, dict):
         return {k: _substitute(v, state) for k, v in params.items()}
     if not isinstance(params, str) or "$" not in params:
         return params
-    # §10 (recorded; it supersedes §3.3): a value holding a reference takes the referenced
-    # value as a whole; text around the reference is dropped.
-    found = _REF.search(params)
-    if found:
-        return _walk(state, found.group(1), found.group(2))
-    return params
+    roots = {
+        "result": state["result"],
+        "next": state["result_next"],
+        "total": state["result_total"],
+        "time": state["result_time"],
+        "error": state["result_error"],
+    }
+    value: Any = params
+    for found in list(_REF.finditer(params)):
+        segments = _REF_SEGMENT.findall(found.group(2))
+        if not segments:
+            continue  # "$result" with no [key]: left as it is
+        node: Any = roots.get(found.group(1))  # exact case
+        for segment in segments:
+            present, child = _isset(node, php_key(segment))
+            if not present:
+                break  # stop at the deepest node that exists
+            node = child
+        if found.group(0) == value:
+            value = node
+        elif isinstance(value, str) and (is_numeric(node) or isinstance(node, str)):
+            value = value.replace(found.group(0), php_string(node))
+    return value
 
 
 def _answer(status: int, body: Any) -> web.Response:
@@ -300,28 +404,32 @@ def _answer(status: int, body: Any) -> web.Response:
     )
 
 
-def _xml_value(value: Any) -> str:
-    if isinstance(value, dict):
-        if not value:
-            return ""
-        parts = []
-        for key, item in value.items():
-            tag = str(key) if re.fullmatch(r"[A-Za-z_][\w.-]*", str(key)) else "item"
-            parts.append(f"<{tag}>{_xml_value(item)}</{tag}>")
-        return "".join(parts)
-    if isinstance(value, (list, tuple)):
-        return "".join(f"<item>{_xml_value(v)}</item>" for v in value)
-    if value is True:
-        return "true"
-    if value is False or value is None:
-        return ""
-    return xml_escape(str(value))
+# CDataXML::xmlspecialchars, in this order ("&" first, so nothing is escaped twice).
+_XML_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("'", "&apos;"))
+
+
+def _xml(data: Any) -> str:
+    """``CRestServer::outputXml``: one element per key, ``<item>`` for an int key, a
+    scalar as PHP's string of it (so true is "1", false and null are empty)."""
+    pairs = enumerate(data) if isinstance(data, (list, tuple)) else data.items()
+    parts = []
+    for key, value in pairs:
+        tag = "item" if isinstance(key, int) else str(key)  # the key as it is, unchecked
+        if isinstance(value, (dict, list, tuple)):
+            inner = _xml(value)
+        else:
+            inner = php_string(value)
+            for char, entity in _XML_ESCAPES:
+                inner = inner.replace(char, entity)
+        parts.append(f"<{tag}>{inner}</{tag}>")
+    return "".join(parts)
 
 
 def _answer_xml(status: int, body: Any) -> web.Response:
-    """The ``.xml`` transport (§1.1). Its exact shape is not in protocol.md: a guess
-    (docs/protocol.md lists it): one ``<response>`` element holding the envelope."""
-    text = f'<?xml version="1.0" encoding="utf-8"?><response>{_xml_value(body)}</response>'
+    """The ``.xml`` transport (§1.1). protocol.md does not show its form; this follows
+    ``CRestServer::output``/``outputXml`` in its S1 source (``rest/classes/general/rest.php``):
+    ``outputXml(['response' => $data])`` echoed as it is, with no XML declaration."""
+    text = _xml({"response": body})
     return web.Response(
         status=status,
         body=text.encode(),
@@ -396,27 +504,87 @@ def _authenticate(portal: Portal, request: web.Request, params: dict[Any, Any]) 
     return _Caller(state.users[entry.user_id], f"oauth:{entry.client_id}", entry.scope)
 
 
-async def _rest(request: web.Request) -> web.StreamResponse:
-    portal = portal_of(request)
+def _shielded(handler: _Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A route handler whose work goes on when the client hangs up (PHP's way, §10).
+
+    aiohttp cancels a handler on disconnect when ``handler_cancellation`` is on (its test
+    server turns it on); the work is a task of the portal's, awaited through
+    ``asyncio.shield``, so the toggle still happens and only the answer is lost.
+    """
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        task = portal_of(request)._run(request, handler)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                task.add_done_callback(_report_orphan)  # nobody else will see its error
+            raise
+
+    return route
+
+
+async def _to_the_end(
+    request: web.Request, portal: Portal, handler: _Handler
+) -> web.StreamResponse:
+    response = await handler(request, portal)
+    if request.transport is None or request.transport.is_closing():
+        # The client hung up: the request ran, its answer has nowhere to go. aiohttp's
+        # write then fails with a ConnectionError, which it ignores quietly.
+        portal.state.answers_lost += 1
+    return response
+
+
+def _report_orphan(task: asyncio.Task[web.StreamResponse]) -> None:
+    """Log a failure of work whose handler was cancelled (nobody awaits it any more)."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None and not isinstance(error, ConnectionError):
+        _log.error("emulated request failed after its client hung up", exc_info=error)
+
+
+async def _stop_running(app: web.Application) -> None:
+    """On server cleanup, end the requests still running (a portal shutting down)."""
+    portals = {app[PORTAL_KEY], *app.get(ROUTES_KEY, {}).values()}
+    running = [task for portal in portals for task in portal._running]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _read_params_or_none(request: web.Request) -> dict[Any, Any] | None:
+    """The request's parameters, or None when the client hung up before sending all of
+    it (a portal never starts such a request)."""
+    try:
+        return await _read_params(request)
+    except ConnectionError:
+        return None
+
+
+def _gone() -> web.Response:
+    """The answer to a request whose client is gone (aiohttp drops it quietly)."""
+    return web.Response(status=400)
+
+
+@_shielded
+async def _rest(request: web.Request, portal: Portal) -> web.StreamResponse:
     state = portal.state
     config = portal.config
     state.requests += 1
+    # The whole request is in before PHP starts, and a hang-up later does not undo it.
+    params = await _read_params_or_none(request)
+    if params is None:
+        return _gone()
     if config.latency:
-        await asyncio.sleep(config.latency)
+        await portal.sleep(config.latency)
     if request.method not in ("GET", "POST"):
         return _fail(405, "ERROR_METHOD_NOT_ALLOWED", "Method Not Allowed")
     if not state.admit():
         return _fail(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
-    name = request.match_info["method"]
-    xml = False
-    for suffix in (".json", ".xml"):  # the suffix picks the transport (§1.1)
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            xml = suffix == ".xml"
+    method, name, xml = _requested(request.match_info["method"])
     answer = _answer_xml if xml else _answer
-    method = resolve(name)
     state.requests_by_method[method or name] += 1
-    params = await _read_params(request)
     fault = config.faults.draw(method or name, _command_methods(method, params))
     if fault:
         state.faults_fired[fault] += 1
@@ -463,7 +631,7 @@ async def _rest(request: web.Request) -> web.StreamResponse:
             request.transport.abort()
         raise asyncio.CancelledError  # no answer at all: the client sees a disconnect
     if fault == "hang_after":
-        await asyncio.sleep(config.faults.hang_seconds)
+        await portal.sleep(config.faults.hang_seconds)
     return answer(200, {"result": result, "time": time})
 
 
@@ -496,28 +664,38 @@ async def _stats(request: web.Request) -> web.StreamResponse:
         "activations": {str(k): v for k, v in state.activations.items()},
         "pin_calls": {str(k): v for k, v in state.pin_calls.items()},
         "late_executed": state.late_executed,
+        "answers_lost": state.answers_lost,
         "refreshes": state.refreshes,
         "rejected_refreshes": state.rejected_refreshes,
     }
     return web.json_response(body)
 
 
-async def _token_endpoint(request: web.Request) -> web.StreamResponse:
-    portal = portal_of(request)
+@_shielded
+async def _token_endpoint(request: web.Request, portal: Portal) -> web.StreamResponse:
     state = portal.state
     state.token_requests += 1
-    params = await _read_params(request)
+    params = await _read_params_or_none(request)
+    if params is None:
+        return _gone()
     fault = portal.config.faults.token_faults.pop(0) if portal.config.faults.token_faults else None
     if fault == "unavailable":
         return _fail(503, "temporarily_unavailable", "The server is temporarily unavailable")
     if fault == "hang":
-        await asyncio.sleep(portal.config.faults.hang_seconds)
+        await portal.sleep(portal.config.faults.hang_seconds)
         return _fail(503, "temporarily_unavailable", "The server is temporarily unavailable")
     if fault == "invalid_grant":
         state.rejected_refreshes += 1
         return _answer(400, {"error": "invalid_grant"})
-    if params.get("grant_type") != "refresh_token":
-        # Not recorded: a guess in the same shape as the recorded errors.
+    grant_type = params.get("grant_type")
+    if not isinstance(grant_type, str) or not php_truthy(grant_type):
+        # Not in protocol.md. Bitrix's OAuth server module (Bitrix\OAuth\Base::
+        # getClientParameters, the source of the recorded 'No "refresh_token" parameter
+        # found') checks this first, with the text below; RFC 6749 §5.2 also makes a missing
+        # parameter invalid_request.
+        return _fail(400, "invalid_request", "Invalid grant_type parameter or parameter missing")
+    if grant_type != "refresh_token":
+        # Not recorded: a guess in the shape of the module's unsupported_grant_type.
         return _answer(400, {"error": "unsupported_grant_type"})
     if not params.get("refresh_token"):
         return _fail(400, "invalid_request", 'No "refresh_token" parameter found')  # §10

@@ -1,18 +1,27 @@
 """The PHP behaviours a Bitrix24 portal shows on the wire.
 
 ``parse_str`` (bracket syntax), PHP array keys (``"5"`` becomes the int 5), ``json_encode``
-of PHP arrays (empty map -> ``[]``, keys 0..n-1 in order -> a list), ``is_numeric`` and
-truthiness.
+of PHP arrays (empty map -> ``[]``, keys 0..n-1 in order -> a list), ``is_numeric``,
+truthiness and the string a value becomes (``(string)$x``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-__all__ = ["is_numeric", "json_encode", "parse_str", "php_key", "php_truthy", "to_php_value"]
+__all__ = [
+    "is_numeric",
+    "json_encode",
+    "parse_str",
+    "php_key",
+    "php_string",
+    "php_truthy",
+    "to_php_value",
+]
 
 _INT_KEY = re.compile(r"^(0|-?[1-9][0-9]*)$")
 _NUMERIC = re.compile(r"^[ \t\n\r\v\f]*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?[ \t\n\r\v\f]*$")
@@ -129,3 +138,40 @@ def php_truthy(value: Any) -> bool:
     if isinstance(value, (dict, list)):
         return bool(value)
     return True
+
+
+def php_string(value: Any) -> str:
+    """``(string)$value`` for a scalar: true -> "1", false and null -> "", a float with
+    PHP's ``precision`` of 14 significant digits (``0.1 + 0.2`` -> "0.3", ``1e-05`` ->
+    "1.0E-5"), unlike ``json_encode``, which keeps every digit."""
+    if value is True:
+        return "1"
+    if value is False or value is None:
+        return ""
+    if isinstance(value, float):
+        return _php_float(value)
+    return str(value)
+
+
+def _php_float(value: float) -> str:
+    """``zend_gcvt(value, 14, '.', 'E')``, as PHP turns a float into a string."""
+    if math.isnan(value):
+        return "NAN"
+    if math.isinf(value):
+        return "INF" if value > 0 else "-INF"
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return sign + "0"
+    mantissa, exponent = f"{abs(value):.13e}".split("e")
+    digits = mantissa.replace(".", "").rstrip("0")
+    point = int(exponent) + 1  # digits are 0.DDDD x 10**point
+    if point < -3 or point > 14:
+        power = point - 1
+        text = f"{digits[0]}.{digits[1:] or '0'}E{'-' if power < 0 else '+'}{abs(power)}"
+    elif point <= 0:
+        text = "0." + "0" * -point + digits
+    elif len(digits) <= point:
+        text = digits + "0" * (point - len(digits))
+    else:
+        text = f"{digits[:point]}.{digits[point:]}"
+    return sign + text

@@ -194,6 +194,7 @@ class PortalState:
         self.faults_fired: collections.Counter[str] = collections.Counter()
         self.late_pending = 0  # dropped requests that will still execute
         self.late_executed = 0
+        self.answers_lost = 0  # requests that ran while their client had hung up
         # The leaky bucket.
         self._level = 0.0
         self._level_at = clock()
