@@ -26,6 +26,9 @@ Errors. Every exception the library raises about a call is a ``B24Error`` with `
     │   ├── RequestNotSent           never left: safe to send again
     │   │   ├── Unreachable          DNS failure or connection refused
     │   │   ├── LimiterUnavailable   the shared (Redis) limiter is away
+    │   │   ├── JournalError         the job's journal failed: nothing more is sent
+    │   │   │   ├── JobMismatch      the job id names another job's spec
+    │   │   │   └── JobBusy          another runner holds the job
     │   │   ├── Stopped              withheld: the job was stopped or ended (.__cause__)
     │   │   ├── ClientClosed         withheld: aclose() was called
     │   │   └── RefreshFailed        withheld: no valid token (.__cause__: the OAuthError)
@@ -57,6 +60,9 @@ from ._errors import (
     InvalidArgument,
     InvalidCredentials,
     InvalidToken,
+    JobBusy,
+    JobMismatch,
+    JournalError,
     LimiterUnavailable,
     MethodNotFound,
     OAuthError,
@@ -76,6 +82,8 @@ from ._errors import (
     Unreachable,
 )
 from ._job import Progress
+from ._journal import JobSpec, JobSummary, Journal
+from ._journal_sqlite import SqliteJournal
 from ._limiter import LeakyBucket, RateLimit
 from ._redis import RedisLimiter
 from ._report import BulkReport
@@ -106,6 +114,12 @@ __all__ = [
     "InvalidArgument",
     "InvalidCredentials",
     "InvalidToken",
+    "JobBusy",
+    "JobMismatch",
+    "JobSpec",
+    "JobSummary",
+    "Journal",
+    "JournalError",
     "LeakyBucket",
     "LimiterUnavailable",
     "LockLost",
@@ -126,6 +140,7 @@ __all__ = [
     "ResponseLost",
     "RetryPolicy",
     "ServerError",
+    "SqliteJournal",
     "Stats",
     "Stopped",
     "StoredTokens",

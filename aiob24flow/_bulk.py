@@ -16,12 +16,22 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._converge import ActiveConvergence, ActivePlan, PinConvergence, run_job, toggle_verified
+from ._durable import (
+    History,
+    converge_resumed,
+    pin_resumed,
+    run_journaled,
+    toggle_resumed,
+    verify_resumed,
+)
 from ._job import Control, ProgressCallback
-from ._methods import GET
+from ._journal import JobLog, JobSpec, Journal
+from ._methods import ACTIVATE, GET
 from ._pipeline import Pipeline
 from ._report import BulkReport, job_report
 
 __all__ = [
+    "Durable",
     "converge_active",
     "converge_pinned",
     "plan_active",
@@ -42,7 +52,7 @@ async def toggle_many(
     """Send ``method`` (a toggle) once for every flow; never re-send what may have run."""
     control = Control(len(ids), stop, on_progress)
     job = await run_job(pipeline, method, ids, control)
-    return job_report(job, control)
+    return job_report(job, control, changed=True)
 
 
 async def read_flows(
@@ -108,3 +118,57 @@ async def converge_pinned(
     """``set_pinned``: pin until each flow's answer says ``pinned``."""
     control = Control(len(ids), stop, on_progress)
     return await PinConvergence(pipeline, ids, pinned, max_sends, control).run()
+
+
+class Durable:
+    """The journaled operations of one call: ``journal`` and ``job_id`` given (checked by
+    the client), the job taken in the journal before any request."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        journal: Journal,
+        job_id: str,
+        on_progress: ProgressCallback | None,
+        stop: asyncio.Event | None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.journal = journal
+        self.job_id = job_id
+        self.on_progress = on_progress
+        self.stop = stop
+
+    async def _run(
+        self,
+        spec: JobSpec,
+        run: Callable[[Control, JobLog, History], Any],
+    ) -> BulkReport[Any]:
+        control = Control(len(spec.ids), self.stop, self.on_progress)
+        return await run_journaled(
+            self.journal, self.job_id, spec, control, lambda log, h: run(control, log, h)
+        )
+
+    async def toggle(self, method: str, ids: Sequence[int], verify: bool) -> BulkReport[Any]:
+        p = self.pipeline
+        operation = "activate_many" if method == ACTIVATE else "pin_many"
+        spec = JobSpec(operation, ids, None, verify)
+        if verify:
+            return await self._run(spec, lambda c, log, h: verify_resumed(p, ids, c, log, h))
+        return await self._run(
+            spec, lambda c, log, h: toggle_resumed(p, method, ids, c, log, h)
+        )
+
+    async def set_active(self, ids: Sequence[int], active: bool, rounds: int) -> BulkReport[Any]:
+        p = self.pipeline
+        return await self._run(
+            JobSpec("set_active", ids, active),
+            lambda c, log, h: converge_resumed(p, ids, lambda _: active, rounds, c, log, h),
+        )
+
+    async def set_pinned(self, ids: Sequence[int], pinned: bool, rounds: int) -> BulkReport[Any]:
+        p = self.pipeline
+        return await self._run(
+            JobSpec("set_pinned", ids, pinned),
+            lambda c, log, h: pin_resumed(p, ids, pinned, rounds, c, log, h),
+        )
+

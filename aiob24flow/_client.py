@@ -23,6 +23,7 @@ from ._auth import DEFAULT_TOKEN_URL, Auth, OAuthAuth, WebhookAuth
 from ._batch import BatchResult, Commands, normalize_commands
 from ._config import ClientOptions, Settings, ssl_option
 from ._job import Progress
+from ._journal import Journal
 from ._limiter import Limiter, RateLimit, bucket_for
 from ._methods import ACTIVATE, GET, PIN
 from ._operating import OperatingBudget
@@ -236,6 +237,24 @@ class FlowClient:
         """The rate limiter this client paces with (shared by the clients of a portal)."""
         return self._pipeline.shared.limiter
 
+    def _durable(
+        self,
+        journal: Journal | None,
+        job_id: str | None,
+        on_progress: ProgressCallback | None,
+        stop: asyncio.Event | None,
+    ) -> _bulk.Durable | None:
+        """The journaled run of a bulk call, when ``journal`` is given (checked first)."""
+        if journal is None:
+            if job_id is not None:
+                raise ValueError("job_id needs journal= (where the job is written)")
+            return None
+        if not isinstance(journal, Journal):
+            raise TypeError("journal must be an aiob24flow.SqliteJournal or RedisJournal")
+        if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
+            raise ValueError("job_id must be a non-empty str of at most 200 characters")
+        return _bulk.Durable(self._pipeline, journal, job_id, on_progress, stop)
+
     # -- single calls -------------------------------------------------------------------
 
     async def call(self, method: str, params: Mapping[str, Any] | None = None) -> JSON:
@@ -292,6 +311,8 @@ class FlowClient:
         verify: bool = False,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
+        journal: Journal | None = None,
+        job_id: str | None = None,
     ) -> BulkReport[bool]:
         """Toggle every flow in ``ids`` once, 50 per batch, at the limiter's pace.
 
@@ -300,10 +321,19 @@ class FlowClient:
         ``verify=True`` the states are read before sending and read back after lost
         answers, so nothing is left ``unknown`` that a read can settle.
         Setting ``stop`` sends no new batch; what was not sent is reported ``failed``.
+        ``changed`` lists the flows toggled.
+
+        ``journal`` and ``job_id`` make the job survive its process: what each request
+        will do is written before it leaves and what it did when the answer comes; the
+        same call with the same ``job_id`` after a crash resumes it (never toggling a flow
+        twice) and returns the stored report once it finished. See ``SqliteJournal``.
         """
         flow_ids = check_flow_ids(ids)
         check_bool(verify, "verify")
         _check_controls(on_progress, stop)
+        durable = self._durable(journal, job_id, on_progress, stop)
+        if durable is not None:
+            return await durable.toggle(ACTIVATE, flow_ids, verify)
         if verify:
             return await _bulk.toggle_verified(self._pipeline, flow_ids, on_progress, stop)
         return await _bulk.toggle_many(self._pipeline, ACTIVATE, flow_ids, on_progress, stop)
@@ -314,10 +344,16 @@ class FlowClient:
         *,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
+        journal: Journal | None = None,
+        job_id: str | None = None,
     ) -> BulkReport[bool]:
-        """Toggle the pin of every flow in ``ids`` once; ``succeeded`` holds the new states."""
+        """Toggle the pin of every flow in ``ids`` once; ``succeeded`` holds the new states.
+        ``journal``/``job_id`` as for ``activate_many``."""
         flow_ids = check_flow_ids(ids)
         _check_controls(on_progress, stop)
+        durable = self._durable(journal, job_id, on_progress, stop)
+        if durable is not None:
+            return await durable.toggle(PIN, flow_ids, False)
         return await _bulk.toggle_many(self._pipeline, PIN, flow_ids, on_progress, stop)
 
     async def get_many(
@@ -349,6 +385,8 @@ class FlowClient:
         dry_run: bool = False,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
+        journal: Journal | None = None,
+        job_id: str | None = None,
     ) -> BulkReport[bool]:
         """Make every flow in ``ids`` active (True) or inactive (False).
 
@@ -359,13 +397,19 @@ class FlowClient:
         finished (``Timeout.portal_limit``) unless it already shows the desired state.
         ``succeeded`` holds the flows now in the desired state and ``changed`` the ones this
         call toggled. ``dry_run`` reads and reports what would change (in ``changed``)
-        without toggling.
+        without toggling. ``journal``/``job_id`` as for ``activate_many``: a resumed
+        job reads back what an earlier run left in doubt and re-reads nothing settled.
         """
         flow_ids = check_flow_ids(ids)
         check_bool(active, "active")
         check_bool(dry_run, "dry_run")
         rounds = _check_rounds(max_rounds)
         _check_controls(on_progress, stop)
+        if dry_run and journal is not None:
+            raise ValueError("dry_run changes nothing: it takes no journal")
+        durable = self._durable(journal, job_id, on_progress, stop)
+        if durable is not None:
+            return await durable.set_active(flow_ids, active, rounds)
         if dry_run:
             return await _bulk.plan_active(self._pipeline, flow_ids, active, on_progress, stop)
         return await _bulk.converge_active(
@@ -380,6 +424,8 @@ class FlowClient:
         max_rounds: int = 5,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
+        journal: Journal | None = None,
+        job_id: str | None = None,
     ) -> BulkReport[bool]:
         """Make every flow in ``ids`` pinned (True) or unpinned for the calling user.
 
@@ -387,12 +433,16 @@ class FlowClient:
         answer, and pin again where it is not the desired one (or the answer was lost,
         once the lost request must have finished). A flow whose answer was lost
         ``max_rounds`` times is reported unknown; each flow is pinned at most
-        ``2 * max_rounds + 1`` times.
+        ``2 * max_rounds + 1`` times. ``journal``/``job_id`` as for ``activate_many``: a
+        resumed job pins a flow left in doubt again only once its lost pin must be done.
         """
         flow_ids = check_flow_ids(ids)
         check_bool(pinned, "pinned")
         rounds = _check_rounds(max_rounds)
         _check_controls(on_progress, stop)
+        durable = self._durable(journal, job_id, on_progress, stop)
+        if durable is not None:
+            return await durable.set_pinned(flow_ids, pinned, rounds)
         return await _bulk.converge_pinned(
             self._pipeline, flow_ids, pinned, rounds, on_progress, stop
         )

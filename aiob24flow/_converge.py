@@ -16,11 +16,24 @@ from __future__ import annotations
 
 import asyncio
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
+import attrs
+
 from ._errors import B24Error, ServerError, Stopped
-from ._job import FAILED, OK_FALSE, OK_TRUE, OK_VALUE, UNKNOWN, Control, Job, ProgressCallback
+from ._job import (
+    FAILED,
+    OK_FALSE,
+    OK_TRUE,
+    OK_VALUE,
+    UNKNOWN,
+    Control,
+    Job,
+    ProgressCallback,
+    SendLog,
+)
+from ._journal import JobLog
 from ._methods import ACTIVATE, GET, PIN
 from ._pipeline import Pipeline
 from ._report import BulkReport, build_report, finish, guarded, unsent_error
@@ -28,6 +41,7 @@ from ._report import BulkReport, build_report, finish, guarded, unsent_error
 __all__ = [
     "ActiveConvergence",
     "ActivePlan",
+    "Journaled",
     "PinConvergence",
     "active_of",
     "run_job",
@@ -35,7 +49,7 @@ __all__ = [
 ]
 
 
-async def run_job(
+async def run_job(  # noqa: PLR0913 - a Job's switches, passed through
     pipeline: Pipeline,
     method: str,
     ids: Sequence[int],
@@ -45,8 +59,10 @@ async def run_job(
     max_sends: int | None = None,
     report_progress: bool = True,
     transform: Callable[[Any], Any] | None = None,
+    log: SendLog | None = None,
 ) -> Job:
-    """One job of ``method`` over ``ids``, run to its end under ``control``."""
+    """One job of ``method`` over ``ids``, run to its end under ``control`` (writing
+    ahead to ``log`` when the job is journaled)."""
     job = Job(
         pipeline,
         method,
@@ -56,6 +72,7 @@ async def run_job(
         max_sends=pipeline.options.retry.attempts if max_sends is None else max_sends,
         report_progress=report_progress,
         transform=transform,
+        log=log,
     )
     await job.run()
     return job
@@ -96,22 +113,59 @@ async def settle_pause(pipeline: Pipeline, lost: Iterable[B24Error]) -> None:
             await pipeline.pause(settle)
 
 
+@attrs.frozen
+class Journaled:
+    """A journaled run: where it writes ahead, and what earlier runs left (by position):
+    toggles sent without a recorded answer (``doubt``), toggles sent per flow (``sent``)."""
+
+    log: JobLog
+    doubt: dict[int, B24Error] = attrs.Factory(dict)
+    sent: dict[int, int] = attrs.Factory(dict)
+
+
 class _ActiveReads:
     """What ``set_active`` and its plan share: reading the ``active`` bit of flows."""
 
-    def __init__(self, pipeline: Pipeline, ids: Sequence[int], control: Control) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        ids: Sequence[int],
+        control: Control,
+        log: JobLog | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.ids = ids
         self.control = control
+        self.log = log
         self.outcome = bytearray(len(ids))  # PENDING / OK_TRUE (settled) / FAILED / UNKNOWN
         self.changed = bytearray(len(ids))
         self.errors: dict[int, B24Error] = {}  # position -> why failed / unknown
-        self.read_states = bytearray()  # the first read: OK_TRUE / OK_FALSE per position
+        self.read_states = bytearray(len(ids))  # the first read: OK_TRUE / OK_FALSE
+        self.unjournaled: list[int] = []  # settled positions the journal does not hold yet
 
-    def settle(self, position: int, code: int, error: B24Error | None = None) -> None:
+    def settle(
+        self, position: int, code: int, error: B24Error | None = None, *, journal: bool = True
+    ) -> None:
         self.outcome[position] = code
         if error is not None:
             self.errors[position] = error
+        if journal and self.log is not None:
+            self.unjournaled.append(position)
+
+    async def journal_settled(self) -> None:
+        """One journal row for the flows settled since the last one (a read showed the
+        desired state, a flow went out of budget): a resumed run leaves them alone."""
+        positions, self.unjournaled = self.unjournaled, []
+        if not positions or self.log is None:
+            return
+        ids = [self.ids[p] for p in positions]
+        codes = bytes(self.outcome[p] for p in positions)
+        changed = bytes(self.changed[p] for p in positions)
+        errors = {i: self.errors[p] for i, p in enumerate(positions) if p in self.errors}
+        try:
+            await self.log.settle(ids, codes, changed, errors)
+        except B24Error as exc:  # the journal failed: send nothing more
+            self.control.halt(exc)
 
     async def read(self, positions: Sequence[int]) -> Job:
         ids = self.ids
@@ -119,14 +173,23 @@ class _ActiveReads:
         return await run_job(self.pipeline, GET, subset, self.control, repeatable=True,
                              report_progress=False, transform=active_of)  # fmt: skip
 
-    async def read_first(self) -> None:
-        """Read every flow once; a flow that cannot be read is never toggled: failed."""
-        job = await self.read(range(len(self.ids)))
+    async def read_first(self, skip: Collection[int] = ()) -> None:
+        """Read every flow once (but those in ``skip``); a flow that cannot be read is
+        never toggled: failed."""
+        positions: Sequence[int] = range(len(self.ids))
+        if skip:
+            positions = [p for p in positions if p not in skip]
+        job = await self.read(positions)
         errors = job.errors()
-        for position, error in errors.items():
-            self.settle(position, FAILED, error)
+        for j, error in errors.items():
+            self.settle(positions[j], FAILED, error)
         self.control.add(0, len(errors), 0)
-        self.read_states = job.status
+        if len(positions) == len(self.ids):
+            self.read_states = job.status
+        else:
+            for j, position in enumerate(positions):
+                self.read_states[position] = job.status[j]
+        await self.journal_settled()
 
     def first_states(self) -> Iterator[tuple[int, bool]]:
         for position, code in enumerate(self.read_states):
@@ -187,18 +250,30 @@ class ActiveConvergence(_ActiveReads):
         *,
         result_value: Callable[[int], Any] | None = None,
         states: dict[int, bool] | None = None,
+        journaled: Journaled | None = None,
     ) -> None:
-        super().__init__(pipeline, ids, control)
+        super().__init__(pipeline, ids, control, journaled.log if journaled else None)
+        doubt = journaled.doubt if journaled else None
+        sent = journaled.sent if journaled else None
         self.desired = desired
         self.max_sends = max_sends
         self.value = result_value or desired
         self.states = states
-        self.lost: dict[int, B24Error] = {}  # position -> the error of its lost toggle
-        self.sends: dict[int, int] = {}  # position -> toggles sent, once more than one
+        # position -> the error of its lost toggle; a resumed job starts with the flows
+        # an earlier run sent without a recorded answer (``doubt``).
+        self.lost: dict[int, B24Error] = dict(doubt or {})
+        self.doubt = list(self.lost)
+        # position -> toggles sent, once more than one (or sent by an earlier run)
+        self.sends: dict[int, int] = dict(sent or {})
         self.sent_once = False  # the first round sends each wrong flow once: no map for that
         self.limit = pipeline.options.timeout.portal_limit
 
     async def run(self) -> BulkReport[Any]:
+        """Converge; the report, or ``BulkAborted`` carrying it."""
+        return finish(await self.converge(), self.control)
+
+    async def converge(self) -> BulkReport[Any]:
+        """Converge; the report even when an exception ended it (``control.aborted``)."""
         await guarded(self.control, self._converge)
         return self.report()
 
@@ -206,16 +281,20 @@ class ActiveConvergence(_ActiveReads):
         if self.states is None:
             yield from super().first_states()
             return
+        lost = self.lost
         for position, flow_id in enumerate(self.ids):
-            yield position, self.states[flow_id]
+            if position not in lost:
+                yield position, self.states[flow_id]
 
     async def _converge(self) -> None:
         if self.states is None:
-            await self.read_first()
+            await self.read_first(skip=self.lost)
         check: Iterable[tuple[int, bool]] = self.first_states()
+        if self.doubt:  # an earlier run's toggles without an answer: the lost-answer rule
+            check = [*check, *await self.read_back(self.doubt)]
         control = self.control
         while not control.stopping:
-            wrong = self.sort(check)
+            wrong = await self.sort_journaled(check)
             if not wrong:
                 break
             newly_lost = await self.toggle(wrong)
@@ -223,7 +302,7 @@ class ActiveConvergence(_ActiveReads):
                 break
             if control.stopping:
                 for position in newly_lost:
-                    self.settle(position, UNKNOWN, self.lost[position])
+                    self.settle(position, UNKNOWN, self.lost[position], journal=False)
                 break
             check = await self.read_back(newly_lost)
 
@@ -247,24 +326,31 @@ class ActiveConvergence(_ActiveReads):
         self.control.add(settled, 0, 0)
         return wrong
 
+    async def sort_journaled(self, check: Iterable[tuple[int, bool]]) -> array[int]:
+        wrong = self.sort(check)
+        await self.journal_settled()
+        return wrong
+
     async def toggle(self, wrong: array[int]) -> list[int]:
         """Toggle each wrong flow once; return the positions whose answer was lost."""
-        if self.sent_once:
-            for position in wrong:
-                self.sends[position] = self.sends.get(position, 1) + 1
+        sends = self.sends
+        for position in wrong:
+            if self.sent_once or position in sends:  # a resumed flow counts its sends
+                sends[position] = sends.get(position, 1) + 1
         self.sent_once = True
         job = await run_job(self.pipeline, ACTIVATE, [self.ids[p] for p in wrong],
-                            self.control, max_sends=1, report_progress=False)  # fmt: skip
+                            self.control, max_sends=1, report_progress=False,
+                            log=self.log)  # fmt: skip
         newly_lost: list[int] = []
         ok = failed = 0
         for j, position in enumerate(wrong):
             code = job.status[j]
             if code in (OK_TRUE, OK_FALSE, OK_VALUE):
-                self.settle(position, OK_TRUE)
+                self.settle(position, OK_TRUE, journal=False)  # its answer is journaled
                 self.changed[position] = 1
                 ok += 1
             elif code == FAILED:
-                self.settle(position, FAILED, job.error(j))
+                self.settle(position, FAILED, job.error(j), journal=False)
                 failed += 1
             elif code == UNKNOWN:
                 self.lost[position] = job.error(j)
@@ -285,8 +371,8 @@ class ActiveConvergence(_ActiveReads):
             settled = unsettled = 0
             for j, position in enumerate(pending):
                 code = job.status[j]
-                if code not in (OK_TRUE, OK_FALSE):
-                    self.settle(position, UNKNOWN, lost[position])
+                if code not in (OK_TRUE, OK_FALSE):  # unread: still in doubt
+                    self.settle(position, UNKNOWN, lost[position], journal=False)
                     unsettled += 1
                 elif (code == OK_TRUE) == self.desired(self.ids[position]):
                     # The lost toggle took effect (and it cannot run twice).
@@ -298,15 +384,17 @@ class ActiveConvergence(_ActiveReads):
                 else:
                     wrong.append((position, code == OK_TRUE))
             control.add(settled, 0, unsettled)
+            await self.journal_settled()
             pending = later
             if pending:
                 await sleep_until(self.pipeline, wait_until([lost[p] for p in pending], self.limit))
                 waited = True
         for position in pending:  # stopped while waiting for the portal
-            self.settle(position, UNKNOWN, lost[position])
+            self.settle(position, UNKNOWN, lost[position], journal=False)  # still in doubt
         return wrong
 
     def report(self) -> BulkReport[Any]:
+        """Every flow, in input order (not raising: see ``run``)."""
         succeeded: dict[int, Any] = {}
         failed: dict[int, B24Error] = {}
         unknown: dict[int, B24Error] = {}
@@ -326,7 +414,7 @@ class ActiveConvergence(_ActiveReads):
                     unsent = unsent_error(self.control)
                 failed[flow_id] = unsent
         changed = tuple(self.ids[p] for p in range(len(self.ids)) if self.changed[p])
-        return finish(BulkReport(succeeded, failed, unknown, changed), self.control)
+        return BulkReport(succeeded, failed, unknown, changed)
 
 
 async def toggle_verified(
@@ -363,7 +451,9 @@ async def toggle_verified(
         result_value=lambda _: True,
         states=before,
     ).run()
-    return build_report(ids, report.succeeded, {**unread, **report.failed}, report.unknown)
+    return build_report(
+        ids, report.succeeded, {**unread, **report.failed}, report.unknown, set(report.changed)
+    )
 
 
 class PinConvergence:
@@ -383,39 +473,48 @@ class PinConvergence:
         pinned: bool,
         max_sends: int,
         control: Control,
+        *,
+        log: JobLog | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.ids = ids
         self.pinned = pinned
         self.max_sends = max_sends
         self.control = control
+        self.log = log
         self.succeeded: dict[int, Any] = {}
         self.failed: dict[int, B24Error] = {}
         self.unknown: dict[int, B24Error] = {}
+        # What earlier rounds (or runs, for a resumed job) learnt of each flow:
         self.before: dict[int, bool] = {}  # the state before the first clean answer
-        self.lost: dict[int, B24Error] = {}
+        self.lost: dict[int, B24Error] = {}  # the error of its last lost pin
         self.sends: dict[int, int] = {}
         self.losses: dict[int, int] = {}
         self.limit = pipeline.options.timeout.portal_limit
 
     async def run(self) -> BulkReport[Any]:
+        """Converge; the report, or ``BulkAborted`` carrying it."""
+        return finish(await self.converge(), self.control)
+
+    async def converge(self) -> BulkReport[Any]:
+        """Converge; the report even when an exception ended it (``control.aborted``)."""
         await guarded(self.control, self._converge)
         pinned = self.pinned
         changed = {i for i in self.succeeded if self.before.get(i, not pinned) != pinned}
-        return build_report(
-            self.ids, self.succeeded, self.failed, self.unknown, changed, self.control
-        )
+        return build_report(self.ids, self.succeeded, self.failed, self.unknown, changed)
 
     async def _converge(self) -> None:
         pending = list(self.ids)
         control = self.control
+        if self.lost:  # a resumed job: pins an earlier run sent without an answer
+            await sleep_until(self.pipeline, wait_until(self.lost.values(), self.limit))
         while pending and not control.stopping:
-            go = self.within_budget(pending)
+            go = await self.within_budget(pending)
             if not go:  # every pending flow is out of budget, and so reported
                 pending = []
                 break
             sent = await run_job(self.pipeline, PIN, go, control, max_sends=1,
-                                 report_progress=False)  # fmt: skip
+                                 report_progress=False, log=self.log)  # fmt: skip
             pending = self.fold(go, sent)
             if sent.unknown and not control.stopping:
                 lost = list(sent.unknown.values())
@@ -423,9 +522,11 @@ class PinConvergence:
                 await sleep_until(self.pipeline, wait_until(lost, self.limit))
         self.account_stopped(pending)
 
-    def within_budget(self, pending: list[int]) -> list[int]:
-        """The flows to pin this round; those out of budget are unknown."""
+    async def within_budget(self, pending: list[int]) -> list[int]:
+        """The flows to pin this round; those out of budget are unknown (journaled, so a
+        resumed job leaves them alone)."""
         go = []
+        out: list[int] = []
         for flow_id in pending:
             if (
                 self.losses.get(flow_id, 0) >= self.max_sends
@@ -434,11 +535,23 @@ class PinConvergence:
                 self.unknown[flow_id] = self.lost.get(flow_id) or ServerError(
                     "did not converge", method=PIN
                 )
-                self.control.add(0, 0, 1)
+                out.append(flow_id)
             else:
                 self.sends[flow_id] = self.sends.get(flow_id, 0) + 1
                 go.append(flow_id)
+        if out:
+            self.control.add(0, 0, len(out))
+            await self.journal_unknown(out)
         return go
+
+    async def journal_unknown(self, ids: list[int]) -> None:
+        if self.log is None:
+            return
+        errors = dict(enumerate(self.unknown[i] for i in ids))
+        try:
+            await self.log.settle(ids, bytes([UNKNOWN]) * len(ids), bytes(len(ids)), errors)
+        except B24Error as exc:
+            self.control.halt(exc)
 
     def fold(self, go: list[int], sent: Job) -> list[int]:
         """Sort one round's answers; return the flows to pin again."""

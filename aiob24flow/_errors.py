@@ -22,6 +22,9 @@ Every exception the library raises about a call is a ``B24Error``::
     │   ├── RequestNotSent           the request never left (may_have_run is False)
     │   │   ├── Unreachable          DNS failure or connection refused: not retried
     │   │   ├── LimiterUnavailable   the shared (Redis) limiter is away (``_redis.py``)
+    │   │   ├── JournalError         the job's journal failed: nothing more is sent
+    │   │   │   ├── JobMismatch      the job id names another job's spec
+    │   │   │   └── JobBusy          another runner holds the job
     │   │   ├── Stopped              withheld: the job was stopped or aborted (.__cause__)
     │   │   ├── ClientClosed         withheld: ``aclose()`` was called
     │   │   └── RefreshFailed        withheld: no valid token (cause: the OAuthError)
@@ -62,6 +65,9 @@ __all__ = [
     "InvalidArgument",
     "InvalidCredentials",
     "InvalidToken",
+    "JobBusy",
+    "JobMismatch",
+    "JournalError",
     "LimiterUnavailable",
     "MethodNotFound",
     "OAuthError",
@@ -230,6 +236,21 @@ class LimiterUnavailable(RequestNotSent):
     """The shared limiter (Redis) could not be reached: the request was not sent."""
 
 
+class JournalError(RequestNotSent):
+    """A journaled job's journal could not be opened, written or read: nothing more is
+    sent (a job never runs on without its journal)."""
+
+
+class JobMismatch(JournalError):
+    """The job id names a job with another spec (operation, ids in order, desired state,
+    ``verify``): raised before any request."""
+
+
+class JobBusy(JournalError):
+    """Another runner holds the job (a live process, or a Redis lease not yet expired):
+    raised before any request."""
+
+
 class Stopped(RequestNotSent):
     """Withheld at the last moment: the job was stopped (``stop=``) or ended by an error
     (the error is the ``__cause__``)."""
@@ -356,7 +377,13 @@ def error_from_envelope(
 
 #: Not sent, and not worth sending again: the caller ruled it out (stopped, closed), no
 #: valid token, or a host that is unreachable the same way next time.
-NEVER_RETRIED: tuple[type[B24Error], ...] = (Stopped, ClientClosed, RefreshFailed, Unreachable)
+NEVER_RETRIED: tuple[type[B24Error], ...] = (
+    Stopped,
+    ClientClosed,
+    RefreshFailed,
+    Unreachable,
+    JournalError,
+)
 
 
 def is_withheld(error: BaseException) -> bool:

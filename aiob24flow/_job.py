@@ -23,7 +23,7 @@ import operator
 from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import repeat
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -139,13 +139,14 @@ class Control:
 class _Claim:
     """One batch request of a job: its flows are chosen when ``body()`` is called."""
 
-    __slots__ = ("ids", "job", "keys", "positions")
+    __slots__ = ("ids", "job", "keys", "positions", "seq")
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.positions: list[int] | None = None
         self.ids: list[int] | None = None
         self.keys: list[str] = []
+        self.seq: int | None = None  # the journal's number for this request's intent
 
     @property
     def commands(self) -> int:
@@ -168,8 +169,30 @@ class _Claim:
         prefix = job.prefix
         return _json.dumps({"halt": 0, "cmd": {key: prefix + key for key in self.keys}})
 
+    async def ready(self) -> None:
+        """Write ahead: the intent is durable before the request leaves (each re-send
+        records its new send time)."""
+        log = self.job.log
+        if log is not None and self.ids is not None:
+            self.seq = await log.intent(self.job.method, self.ids, self.seq)
+
     def decode(self, body: bytes) -> Any:
         return loads_bulk_answer(body)
+
+
+class SendLog(Protocol):
+    """Where a journaled job writes ahead (``_journal.JobLog``): the intent of a request
+    before it leaves, the outcome of each of its flows when its answer is folded."""
+
+    async def intent(self, method: str, ids: Sequence[int], seq: int | None) -> int:
+        """Record (durably) that ``ids`` are about to be sent; return the intent's number
+        (``seq``: the number of an earlier send of the same request)."""
+        ...
+
+    async def answer(self, seq: int, codes: bytes, errors: dict[int, B24Error]) -> None:
+        """Record the outcome of each flow of intent ``seq`` (``Outcome`` codes in the
+        intent's order; ``errors`` by index)."""
+        ...
 
 
 class Outcome(enum.IntEnum):
@@ -195,7 +218,7 @@ class Job:
     ``active`` bit of a whole flow); a result it rejects (``ValueError``) is ``failed``.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the switches of the one engine
         self,
         pipeline: Pipeline,
         method: str,
@@ -206,8 +229,10 @@ class Job:
         max_sends: int,
         report_progress: bool = True,
         transform: Callable[[Any], Any] | None = None,
+        log: SendLog | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.log = log
         self.method = method
         self.prefix = f"{method}?flowId="
         self.control = control
@@ -397,6 +422,23 @@ class Job:
             self.control.abort(exc)
         else:
             self._fold(claim.positions or [], claim.keys, result)
+        if self.log is not None and claim.seq is not None:
+            await self._record(claim)
+
+    async def _record(self, claim: _Claim) -> None:
+        """The outcome of each flow of an answered (or lost) request, after its intent."""
+        assert self.log is not None and claim.seq is not None and claim.positions is not None
+        status, errors = self.status, self._errors
+        codes = bytes(status[p] for p in claim.positions)
+        failed = {
+            i: errors[p]
+            for i, p in enumerate(claim.positions)
+            if status[p] in (FAILED, UNKNOWN)
+        }
+        try:
+            await self.log.answer(claim.seq, codes, failed)
+        except B24Error as exc:  # the journal failed: send nothing more
+            self.control.halt(exc)
 
     # -- folding answers ----------------------------------------------------------------
 

@@ -67,6 +67,11 @@ class Outgoing(Protocol):
 
     def body(self) -> bytes: ...
 
+    async def ready(self) -> None:
+        """Called after ``body()`` and before the first byte leaves: a journaled job makes
+        its intent durable here (write ahead)."""
+        ...
+
     def decode(self, body: bytes) -> Any:
         """Decode the answer (a bulk batch skips what its job does not read)."""
         ...
@@ -86,6 +91,9 @@ class Fixed:
 
     def body(self) -> bytes:
         return self._body
+
+    async def ready(self) -> None:
+        """Nothing to write ahead."""
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:
@@ -292,6 +300,7 @@ class Pipeline:
             if shared.closed:
                 raise ClientClosed("not sent: the client was closed")
             body = outgoing.body()
+            await outgoing.ready()
         except BaseException:
             shared.limiter.release()
             raise

@@ -32,8 +32,9 @@ class BulkReport(Generic[T]):
     - ``unknown``: id -> the error of a request whose answer was lost: it may or may not
       have been applied.
 
-    ``changed`` lists, for ``set_active``/``set_pinned``, the flows this call changed (with
-    ``dry_run``: the ones it would change). All maps keep the input order.
+    ``changed`` lists the flows this call changed: for ``activate_many``/``pin_many`` every
+    flow it toggled (the ``succeeded`` ones), for ``set_active``/``set_pinned`` the flows
+    whose state it changed (with ``dry_run``: would change). All keep the input order.
     """
 
     succeeded: dict[int, T]
@@ -70,13 +71,15 @@ def finish(report: BulkReport[Any], control: Control) -> BulkReport[Any]:
     return report
 
 
-def job_report(job: Job, control: Control) -> BulkReport[Any]:
-    """A job that covered every input flow, straight into a report (input order)."""
+def job_report(job: Job, control: Control, *, changed: bool = False) -> BulkReport[Any]:
+    """A job that covered every input flow, straight into a report (input order).
+    ``changed``: the job toggled, so every flow that succeeded was changed."""
     succeeded: dict[int, Any] = {}
     failed: dict[int, B24Error] = {}
     unknown: dict[int, B24Error] = {}
     job.fill(succeeded, failed, unknown)
-    return finish(BulkReport(succeeded, failed, unknown), control)
+    toggled = tuple(succeeded) if changed else ()
+    return finish(BulkReport(succeeded, failed, unknown, toggled), control)
 
 
 def build_report(

@@ -1,0 +1,357 @@
+"""Journaled bulk operations: write ahead, resume, and settle what is in doubt.
+
+``run_journaled`` takes the job in the journal (``JobBusy`` / ``JobMismatch`` /
+``JournalError`` before any request), returns the stored report of a finished job, and
+otherwise runs the operation over what earlier runs left (``History``):
+
+- a flow settled earlier is neither re-sent nor re-read; it is reported as it was settled
+  (a flow toggled earlier is in ``changed``);
+- a flow whose request left without a recorded answer is *in doubt*, settled by its
+  operation's own rule for a lost answer: ``set_active`` and ``verify=True`` read back and
+  trust a read that shows no change only once ``sent_at + Timeout.portal_limit`` has
+  passed; ``set_pinned`` pins again only after that moment; plain ``activate_many`` and
+  ``pin_many`` report it ``unknown`` and never send it again;
+- a flow never sent (or provably not run: refused, withheld, stopped) is sent.
+
+A job is marked finished when no flow is left that a resume would send; the report of a
+finished job is kept, and running it again sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ._converge import ActiveConvergence, Journaled, PinConvergence, active_of, run_job
+from ._errors import B24Error, RequestNotSent, ResponseLost
+from ._job import FAILED, OK_FALSE, OK_TRUE, OK_VALUE, PENDING, UNKNOWN, Control
+from ._journal import JobLog, JobSpec, Journal, decode_errors, encode_errors
+from ._methods import ACTIVATE, GET
+from ._pipeline import Pipeline
+from ._report import BulkReport, build_report, finish, guarded
+from ._retry import should_retry
+
+__all__ = ["History", "decode_report", "encode_report", "run_journaled"]
+
+Run = Callable[[JobLog, "History"], Awaitable[BulkReport[Any]]]
+
+
+
+def resendable(error: B24Error) -> bool:
+    """A flow failed this way provably did not run, and a resume sends it (again)."""
+    return not error.may_have_run and (isinstance(error, RequestNotSent) or should_retry(error))
+
+
+class History:
+    """What earlier runs of a job did, per flow id (built once, when a job resumes)."""
+
+    def __init__(self, log: JobLog, method: str | None) -> None:
+        record = log.record
+        #: id -> (code, changed, error): settled without a request of its own
+        self.settled: dict[int, tuple[int, bool, B24Error | None]] = {}
+        #: id -> (sent_at, code or None when no answer was recorded, error)
+        self.last: dict[int, tuple[float, int | None, B24Error | None]] = {}
+        self.sends: Counter[int] = Counter()
+        self.losses: Counter[int] = Counter()
+        #: id -> the state its first pin answered, when no pin of it was lost before
+        self.first_state: dict[int, bool] = {}
+        #: id -> active, read by ``verify=True`` before toggling
+        self.snapshot: dict[int, bool] = {}
+        for intent in record.intents:
+            if method is not None and intent.method != method:
+                continue
+            answer = record.answers.get(intent.seq)
+            self._fold_intent(intent.ids, intent.sent_at, answer)
+        for settle in record.settles:
+            for i, flow_id in enumerate(settle.ids):
+                error = settle.errors.get(i)
+                code = settle.codes[i]
+                if code == FAILED and error is not None and resendable(error):
+                    continue  # not run: a resume sends it
+                self.settled[flow_id] = (code, bool(settle.changed[i]), error)
+        for ids, states in record.snapshots:
+            for flow_id, code in zip(ids, states, strict=True):
+                if code in (OK_TRUE, OK_FALSE):
+                    self.snapshot[flow_id] = code == OK_TRUE
+
+    def _fold_intent(self, ids: Sequence[int], sent_at: float, answer: Any) -> None:
+        codes = answer.codes if answer is not None else None
+        errors = answer.errors if answer is not None else {}
+        for i, flow_id in enumerate(ids):
+            code = codes[i] if codes is not None else None
+            if code == PENDING:
+                continue  # refused inside the batch and queued again: not run here
+            self.sends[flow_id] += 1
+            if code is None or code == UNKNOWN:
+                self.losses[flow_id] += 1
+            elif code in (OK_TRUE, OK_FALSE) and self.losses[flow_id] == 0:
+                self.first_state.setdefault(flow_id, code == OK_TRUE)
+            self.last[flow_id] = (sent_at, code, errors.get(i))
+
+    def in_doubt(self, flow_id: int) -> B24Error | None:
+        """The lost-answer error of a flow whose last request may have run, else None."""
+        last = self.last.get(flow_id)
+        if last is None:
+            return None
+        sent_at, code, error = last
+        if code is not None and code != UNKNOWN:
+            return None
+        return doubt_error(sent_at, error)
+
+    def answered(self, flow_id: int) -> tuple[int, B24Error | None] | None:
+        """The settled outcome of the flow's last request (code, error), or None when it
+        is in doubt, was never sent, or provably did not run (a resume sends it)."""
+        last = self.last.get(flow_id)
+        if last is None:
+            return None
+        _, code, error = last
+        if code is None or code == UNKNOWN:
+            return None
+        if code == FAILED and error is not None and resendable(error):
+            return None
+        return code, error
+
+
+def doubt_error(sent_at: float, error: B24Error | None) -> B24Error:
+    """A lost answer of an earlier run, with its send time on this loop's clock."""
+    if error is None:
+        error = ResponseLost(
+            "in doubt: the run that sent this request stopped before its answer was "
+            "recorded; it may have run"
+        )
+    error.sent_at = asyncio.get_running_loop().time() - max(0.0, time.time() - sent_at)
+    error.finished = False
+    return error
+
+
+async def run_journaled(
+    journal: Journal, job_id: str, spec: JobSpec, control: Control, run: Run
+) -> BulkReport[Any]:
+    """Take the job, run what is left of it, record its report when it is done (nothing
+    left that a resume would send, and not stopped)."""
+    log = await journal.open_job(job_id, spec)
+    try:
+        record = log.record
+        if record.finished and record.report is not None:
+            report = decode_report(record.report)
+            control.add(len(report.succeeded), len(report.failed), len(report.unknown))
+            return report
+        method = {"activate_many": ACTIVATE, "set_active": ACTIVATE}.get(spec.operation)
+        report = await run(log, History(log, method))
+        if not control.stopping and not any(resendable(e) for e in report.failed.values()):
+            await log.finish(encode_report(report))
+        return finish(report, control)
+    finally:
+        await log.release()
+
+
+# -- the operations ---------------------------------------------------------------------
+
+
+async def toggle_resumed(
+    pipeline: Pipeline, method: str, ids: Sequence[int], control: Control, log: JobLog,
+    history: History,
+) -> BulkReport[Any]:  # fmt: skip
+    """``activate_many`` / ``pin_many``: what was answered stays, what is in doubt is
+    ``unknown`` (never sent again), the rest is sent."""
+    succeeded: dict[int, Any] = {}
+    failed: dict[int, B24Error] = {}
+    unknown: dict[int, B24Error] = {}
+    to_send: list[int] = []
+    for flow_id in ids:
+        doubt = history.in_doubt(flow_id)
+        if doubt is not None:
+            unknown[flow_id] = doubt
+            continue
+        answered = history.answered(flow_id)
+        if answered is None:
+            to_send.append(flow_id)
+        elif answered[0] == FAILED:
+            failed[flow_id] = answered[1] or ResponseLost("failed")
+        else:
+            succeeded[flow_id] = answered[0] == OK_TRUE if answered[0] != OK_VALUE else True
+    control.add(len(succeeded), len(failed), len(unknown))
+    job = await guarded(control, lambda: run_job(pipeline, method, to_send, control, log=log))
+    if job is not None:
+        job.fill(succeeded, failed, unknown)
+    changed = set(succeeded)  # each was toggled once, by this run or an earlier one
+    return build_report(ids, succeeded, failed, unknown, changed, control)
+
+
+def _split_active(
+    ids: Sequence[int], history: History
+) -> tuple[list[int], dict[int, tuple[int, bool, B24Error | None]]]:
+    """(the flows still to converge, the flows settled earlier: id -> code, changed, error)."""
+    rest: list[int] = []
+    settled: dict[int, tuple[int, bool, B24Error | None]] = {}
+    for flow_id in ids:
+        earlier = history.settled.get(flow_id)
+        if earlier is not None:
+            settled[flow_id] = earlier
+            continue
+        answered = history.answered(flow_id)
+        if answered is not None and answered[0] in (OK_TRUE, OK_FALSE, OK_VALUE):
+            settled[flow_id] = (OK_TRUE, True, None)  # its toggle was answered: done
+        elif answered is not None and answered[0] == FAILED:
+            settled[flow_id] = (FAILED, False, answered[1])
+        else:
+            rest.append(flow_id)
+    return rest, settled
+
+
+async def converge_resumed(  # noqa: PLR0913 - the operation's inputs and its resume state
+    pipeline: Pipeline,
+    ids: Sequence[int],
+    desired: Callable[[int], bool],
+    max_sends: int,
+    control: Control,
+    log: JobLog,
+    history: History,
+    *,
+    states: dict[int, bool] | None = None,
+    result_value: Callable[[int], Any] | None = None,
+) -> BulkReport[Any]:
+    """``set_active`` (and the toggles of ``verify=True``) over what is left."""
+    rest, settled = _split_active(ids, history)
+    value = result_value or desired
+    succeeded: dict[int, Any] = {}
+    failed: dict[int, B24Error] = {}
+    unknown: dict[int, B24Error] = {}
+    changed: set[int] = set()
+    for flow_id, (code, was_changed, error) in settled.items():
+        if code == OK_TRUE:
+            succeeded[flow_id] = value(flow_id)
+            if was_changed:
+                changed.add(flow_id)
+        elif code == FAILED:
+            failed[flow_id] = error or ResponseLost("failed")
+        else:
+            unknown[flow_id] = error or ResponseLost("did not converge")
+    control.add(len(succeeded), len(failed), len(unknown))
+    doubt: dict[int, B24Error] = {}
+    sent: dict[int, int] = {}
+    for position, flow_id in enumerate(rest):
+        error = history.in_doubt(flow_id)
+        if error is not None:
+            doubt[position] = error
+        if history.sends[flow_id]:
+            sent[position] = history.sends[flow_id]
+    report = await ActiveConvergence(
+        pipeline, rest, desired, max_sends, control, states=states,
+        result_value=result_value, journaled=Journaled(log, doubt, sent),
+    ).converge()  # fmt: skip
+    succeeded.update(report.succeeded)
+    failed.update(report.failed)
+    unknown.update(report.unknown)
+    changed.update(report.changed)
+    return build_report(ids, succeeded, failed, unknown, changed)
+
+
+async def verify_resumed(
+    pipeline: Pipeline, ids: Sequence[int], control: Control, log: JobLog, history: History
+) -> BulkReport[Any]:
+    """``activate_many(verify=True)``: the snapshot is journaled before any toggle, so a
+    resumed job toggles each flow relative to the state read by its first run."""
+    before = dict(history.snapshot)
+    unread_ids = [i for i in ids if i not in before]
+    unread: dict[int, B24Error] = {}
+    if unread_ids:
+        job = await guarded(control, lambda: run_job(
+            pipeline, GET, unread_ids, control, repeatable=True, report_progress=False,
+            transform=active_of))  # fmt: skip
+        if job is None or control.halted is not None:
+            return build_report(ids, {}, {}, {}, control=control)
+        read: dict[int, bool] = {}
+        job.fill(read, unread, unread)
+        try:
+            await log.snapshot(list(read), bytes(OK_TRUE if s else OK_FALSE for s in read.values()))
+        except B24Error as exc:
+            control.abort(exc)
+            return build_report(ids, {}, {}, {}, control=control)
+        before.update(read)
+    readable = [i for i in ids if i in before]
+    toggles = Control(len(readable), control.stop, control.on_progress)
+    report = await converge_resumed(
+        pipeline, readable, lambda flow_id: not before[flow_id],
+        pipeline.options.retry.attempts, toggles, log, history, states=before,
+        result_value=lambda _: True,
+    )  # fmt: skip
+    if toggles.aborted is not None:
+        control.abort(toggles.aborted)
+    return build_report(ids, report.succeeded, {**unread, **report.failed}, report.unknown,
+                        set(report.changed))  # fmt: skip
+
+
+async def pin_resumed(
+    pipeline: Pipeline, ids: Sequence[int], pinned: bool, max_sends: int, control: Control,
+    log: JobLog, history: History,
+) -> BulkReport[Any]:  # fmt: skip
+    """``set_pinned`` over what is left: a pin in doubt is sent again only once it must
+    have finished (``PinConvergence`` waits for that before its first round)."""
+    succeeded: dict[int, Any] = {}
+    failed: dict[int, B24Error] = {}
+    unknown: dict[int, B24Error] = {}
+    rest: list[int] = []
+    for flow_id in ids:
+        earlier = history.settled.get(flow_id)
+        answered = history.answered(flow_id)
+        if earlier is not None:
+            unknown[flow_id] = earlier[2] or ResponseLost("did not converge")
+        elif answered is not None and answered[0] == FAILED:
+            failed[flow_id] = answered[1] or ResponseLost("failed")
+        elif answered is not None and (answered[0] == OK_TRUE) == pinned:
+            succeeded[flow_id] = pinned
+        else:
+            rest.append(flow_id)
+    control.add(len(succeeded), len(failed), len(unknown))
+    convergence = PinConvergence(pipeline, rest, pinned, max_sends, control, log=log)
+    for flow_id in rest:
+        error = history.in_doubt(flow_id)
+        if error is not None:
+            convergence.lost[flow_id] = error
+        convergence.sends[flow_id] = history.sends[flow_id]
+        convergence.losses[flow_id] = history.losses[flow_id]
+    for flow_id, state in history.first_state.items():
+        convergence.before[flow_id] = not state
+    report = await convergence.converge()
+    succeeded.update(report.succeeded)
+    failed.update(report.failed)
+    unknown.update(report.unknown)
+    changed = {i for i in succeeded if convergence.before.get(i, not pinned) != pinned}
+    return build_report(ids, succeeded, failed, unknown, changed)
+
+
+# -- a finished job's report ----------------------------------------------------------------
+
+
+def encode_report(report: BulkReport[Any]) -> dict[str, Any]:
+    def errors(items: dict[int, B24Error]) -> tuple[list[int], str]:
+        keys = list(items)
+        return keys, encode_errors(dict(enumerate(items.values())))
+
+    failed_ids, failed = errors(report.failed)
+    unknown_ids, unknown = errors(report.unknown)
+    return {
+        "counts": report.summary(),
+        "succeeded": [[k, v] for k, v in report.succeeded.items()],
+        "failed": [failed_ids, failed],
+        "unknown": [unknown_ids, unknown],
+        "changed": list(report.changed),
+    }
+
+
+def decode_report(data: dict[str, Any]) -> BulkReport[Any]:
+    def errors(pair: list[Any]) -> dict[int, B24Error]:
+        ids, text = pair
+        decoded = decode_errors(text)
+        return {flow_id: decoded[i] for i, flow_id in enumerate(ids)}
+
+    return BulkReport(
+        {int(k): v for k, v in data["succeeded"]},
+        errors(data["failed"]),
+        errors(data["unknown"]),
+        tuple(data["changed"]),
+    )

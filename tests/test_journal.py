@@ -1,0 +1,137 @@
+"""Journaled jobs (write ahead, resume, one runner at a time) against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aiob24flow as b24
+from aiob24flow.emulator import Faults
+from tests.conftest import serve
+
+FAST = b24.Timeout(portal_limit=1.0, settle=0.05)
+
+
+def client_for(server: Any, **options: Any) -> b24.FlowClient:
+    options.setdefault("rate_limit", b24.RateLimit.unlimited())
+    options.setdefault("timeout", FAST)
+    return b24.FlowClient.from_webhook(server.webhook_url(), **options)
+
+
+async def test_a_finished_job_run_again_returns_its_report_and_sends_nothing(
+    tmp_path: Path,
+) -> None:
+    async with serve(flows=300) as server, b24.SqliteJournal(tmp_path / "j.db") as journal:
+        async with client_for(server) as client:
+            first = await client.activate_many(range(1, 301), journal=journal, job_id="a")
+            sent = server.state.requests
+            again = await client.activate_many(range(1, 301), journal=journal, job_id="a")
+        assert server.state.requests == sent  # nothing sent the second time
+        assert all(server.state.activations[i] == 1 for i in range(1, 301))
+        assert first.ok and again.succeeded == first.succeeded
+        assert again.changed == first.changed == tuple(range(1, 301))
+
+
+async def test_another_spec_under_the_same_job_id_is_a_mismatch(tmp_path: Path) -> None:
+    async with serve(flows=10) as server, b24.SqliteJournal(tmp_path / "j.db") as journal:
+        async with client_for(server) as client:
+            await client.activate_many([1, 2], journal=journal, job_id="a")
+            sent = server.state.requests
+            for call in (
+                client.activate_many([2, 1], journal=journal, job_id="a"),
+                client.activate_many([1, 2], verify=True, journal=journal, job_id="a"),
+                client.set_active([1, 2], False, journal=journal, job_id="a"),
+                client.pin_many([1, 2], journal=journal, job_id="a"),
+            ):
+                with pytest.raises(b24.JobMismatch):
+                    await call
+        assert server.state.requests == sent
+
+
+async def test_a_job_held_by_another_runner_is_busy(tmp_path: Path) -> None:
+    async with serve(flows=10) as server:
+        path = tmp_path / "j.db"
+        async with b24.SqliteJournal(path) as other, b24.SqliteJournal(path) as journal:
+            spec = b24.JobSpec("activate_many", [1, 2, 3])
+            held = await other.open_job("a", spec)
+            async with client_for(server) as client:
+                with pytest.raises(b24.JobBusy):
+                    await client.activate_many([1, 2, 3], journal=journal, job_id="a")
+                assert server.state.requests == 0
+                await held.release()
+                report = await client.activate_many([1, 2, 3], journal=journal, job_id="a")
+        assert report.ok
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"job_id": "a"}, ValueError),
+        ({"journal": "x.db", "job_id": "a"}, TypeError),
+        ({"journal": "JOURNAL", "job_id": ""}, ValueError),
+        ({"journal": "JOURNAL", "job_id": None}, ValueError),
+        ({"journal": "JOURNAL", "job_id": 5}, ValueError),
+    ],
+)
+async def test_bad_journal_arguments_send_nothing(
+    tmp_path: Path, kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    async with serve(flows=3) as server, b24.SqliteJournal(tmp_path / "j.db") as journal:
+        if kwargs.get("journal") == "JOURNAL":
+            kwargs["journal"] = journal
+        async with client_for(server) as client:
+            with pytest.raises(error):
+                await client.activate_many([1], **kwargs)
+        assert server.state.requests == 0
+
+
+async def test_a_stopped_job_resumes_with_what_was_never_sent(tmp_path: Path) -> None:
+    async with serve(flows=500) as server, b24.SqliteJournal(tmp_path / "j.db") as journal:
+        stop = asyncio.Event()
+
+        def progress(p: b24.Progress) -> None:
+            if p.done >= 100:
+                stop.set()
+
+        async with client_for(server, concurrency=1) as client:
+            first = await client.activate_many(
+                range(1, 501), on_progress=progress, stop=stop, journal=journal, job_id="s"
+            )
+            assert first.failed  # stopped: the rest was never sent
+            second = await client.activate_many(range(1, 501), journal=journal, job_id="s")
+        assert all(server.state.activations[i] == 1 for i in range(1, 501))
+        assert second.ok and len(second.changed) == 500
+
+
+async def test_a_cancelled_run_leaves_flows_in_doubt_and_set_active_settles_them(
+    tmp_path: Path,
+) -> None:
+    """The first run's toggles are cut unanswered and still run 0.5 s later (as a portal's
+    PHP does); the run is cancelled (as a process dies). The resumed run must not trust a
+    read that shows no change before the lost requests must have finished."""
+    faults = Faults(drop_then_run=1.0, run_after=0.5, methods=frozenset({"tasks.flow.Flow.activate"}))
+    async with (
+        serve(flows=100, active_ratio=1.0, faults=faults) as server,
+        b24.SqliteJournal(tmp_path / "j.db") as journal,
+    ):
+        async with client_for(server) as client:
+            task = asyncio.create_task(
+                client.set_active(range(1, 101), False, journal=journal, job_id="x")
+            )
+            while server.state.activations.total() == 0 and server.state.late_pending == 0:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        server.portal.config.faults.drop_then_run = 0.0
+        async with client_for(server) as client:
+            report = await client.set_active(range(1, 101), False, journal=journal, job_id="x")
+        await asyncio.sleep(0.7)  # anything still due on the portal has run by now
+        assert report.ok, report.summary()
+        assert all(not server.state.flows[i].active for i in range(1, 101))
+        assert all(server.state.activations[i] == 1 for i in range(1, 101))
+        assert len(report.changed) == 100
