@@ -254,6 +254,11 @@ class FileTokenStore:
     def target(self) -> str:
         return os.path.realpath(self.path)
 
+    def load(self) -> dict[str, Any]:
+        """The file's whole JSON object: the tokens and whatever else is kept beside them
+        (the CLI's ``endpoint``, ``client_id`` ...); ``{}`` when there is no file yet."""
+        return self._load()
+
     def _load(self) -> dict[str, Any]:
         try:
             with open(self.target, encoding="utf-8") as fh:

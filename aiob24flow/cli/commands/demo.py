@@ -7,14 +7,33 @@ recorded, so the two can be compared.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import time
 
-from ._client import FlowClient
-from ._limiter import RateLimit
-from ._redact import redact
-from .cli import summary_lines
-from .emulator import EmulatorServer, Faults, Portal, PortalConfig
+from ..._argtypes import count
+from ..._client import FlowClient
+from ..._limiter import RateLimit
+from ..._redact import redact
+from ...emulator import EmulatorServer, Faults, Portal, PortalConfig
+from .._report import summary_lines
+from .._run import Subparsers, run_loop
+
+__all__ = ["register", "run_demo"]
+
+
+def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("demo", help="run a bulk job against a built-in emulated portal")
+    parser.add_argument(
+        "--flows", type=count(1, 1_000_000), default=600, help="flows in the emulated portal"
+    )
+    parser.add_argument("--no-faults", action="store_true", help="no injected faults")
+    parser.add_argument("--seed", type=count(0), default=2026, help="seed for states and faults")
+    parser.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return run_loop(run_demo(flows=args.flows, faults=not args.no_faults, seed=args.seed))
 
 
 def _doubles(before: collections.Counter[int], after: collections.Counter[int], ids: range) -> int:

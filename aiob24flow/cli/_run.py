@@ -1,0 +1,160 @@
+"""The run loop of a bulk command: ids in, one client, the job under Ctrl-C, the report
+out, and the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TextIO
+
+import attrs
+
+from .._bulk import BulkReport, Progress
+from .._client import FlowClient
+from ._connect import make_client
+from ._credentials import TokenFile
+from ._errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
+from ._ids import parse_ids
+from ._progress import ProgressBar
+from ._report import (
+    report_json,
+    silence_stdout,
+    systemic_cause,
+    systemic_line,
+    text_report,
+    write_json,
+)
+from ._signals import CtrlC
+
+__all__ = ["BulkCommand", "JobHooks", "Subparsers", "run_loop"]
+
+
+class Subparsers(Protocol):
+    """What a command's ``register`` adds its parser to (``add_subparsers()``)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+@attrs.frozen
+class JobHooks:
+    """What a bulk call gets from the run loop: progress reports and the stop event."""
+
+    on_progress: Callable[[Progress], None] | None
+    stop: asyncio.Event
+
+
+class BulkCommand:
+    """A command that runs one bulk job over flow ids.
+
+    A subclass names itself, adds its own arguments, sends the job (``send``) and says
+    what its text report adds (``details``); the run loop here does the rest.
+    """
+
+    name = ""
+    help = ""
+
+    def register(self, sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
+        parser = sub.add_parser(self.name, parents=parents, help=self.help)
+        parser.set_defaults(func=self)
+        self.add_arguments(parser)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The command's own arguments (none by default)."""
+
+    async def send(
+        self, client: FlowClient, args: argparse.Namespace, ids: list[int], hooks: JobHooks
+    ) -> BulkReport[Any]:
+        raise NotImplementedError
+
+    def dry_run(self, args: argparse.Namespace) -> bool:
+        """True when the job only reads (the report says what *would* change)."""
+        return False
+
+    def details(self, args: argparse.Namespace, report: BulkReport[Any]) -> list[str]:
+        """Lines the text report shows after the summary."""
+        return []
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        if args.verbose:
+            logging.basicConfig(
+                level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+                format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                stream=sys.stderr,
+            )
+        return run_loop(run_bulk(self, args, sys.stdout))
+
+
+def run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run``, on uvloop when it is installed (the ``speed`` extra): a third less
+    CPU per request in benchmarks/README.md. ``AIOB24FLOW_NO_UVLOOP=1`` turns it off."""
+    if not os.environ.get("AIOB24FLOW_NO_UVLOOP"):
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            result: int = uvloop.run(coro)
+            return result
+    return asyncio.run(coro)
+
+
+async def run_bulk(command: BulkCommand, args: argparse.Namespace, out: TextIO) -> int:
+    ids = parse_ids(args.ids, args.ids_file)
+    store = TokenFile(args.oauth) if args.oauth else None
+    if store is not None and not args.oauth_redis:
+        store.check_writable()
+    client = make_client(args, store)
+    show_bar = not args.quiet and not args.json and sys.stderr.isatty()
+    with CtrlC(asyncio.current_task()) as ctrl_c:
+        try:
+            async with client:
+                with ProgressBar(show_bar, len(ids), command.name) as on_progress:
+                    hooks = JobHooks(on_progress, ctrl_c.stop)
+                    report = await command.send(client, args, ids, hooks)
+                try:
+                    _print_report(command, args, ids, report, client, out, ctrl_c.interrupted)
+                except BrokenPipeError:
+                    silence_stdout()
+        except asyncio.CancelledError:  # the second Ctrl-C
+            raise KeyboardInterrupt from None
+    if store is not None and store.save_error is not None:
+        print(store.save_failure(spent=client.stats().refreshes > 0), file=sys.stderr)
+        return EXIT_INCOMPLETE
+    if ctrl_c.interrupted:
+        return EXIT_INTERRUPTED
+    cause = systemic_cause(report)
+    if cause is not None:
+        print(f"aiob24flow: {systemic_line(cause)}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_INCOMPLETE
+
+
+def _print_report(
+    command: BulkCommand,
+    args: argparse.Namespace,
+    ids: list[int],
+    report: BulkReport[Any],
+    client: FlowClient,
+    out: TextIO,
+    interrupted: bool,
+) -> None:
+    dry_run = command.dry_run(args)
+    if args.json:
+        document = report_json(
+            report, client, command=command.name, dry_run=dry_run, interrupted=interrupted
+        )
+        write_json(document, out)
+    elif not (args.quiet and report.ok):
+        label = "would change" if dry_run else "changed"
+        lines = text_report(
+            command.name,
+            len(ids),
+            report,
+            changed_label=label,
+            details=command.details(args, report),
+        )
+        print("\n".join(lines), file=out)
+    out.flush()
