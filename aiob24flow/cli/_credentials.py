@@ -68,6 +68,14 @@ class TokenFile(FileTokenStore):
         self.data: dict[str, Any] = data
 
     def check_writable(self) -> None:
+        """Before the first request: the file can be locked and rewritten."""
+        try:
+            import fcntl  # noqa: F401 - FileTokenStore's lock; absent on Windows
+        except ImportError:
+            raise UsageError(
+                "--oauth FILE keeps the tokens with POSIX file locks, which this system "
+                "lacks: add --oauth-redis URL to keep them in Redis (FILE is then only read)"
+            ) from None
         target = self.target
         directory = os.path.dirname(target)
         if not os.access(target, os.W_OK) or not os.access(directory, os.W_OK | os.X_OK):
