@@ -1,10 +1,13 @@
-"""The console script where the system has no POSIX file locks (Windows): forced here,
-on Linux, in a wrapper that takes them away and then runs the real console script."""
+"""The console script where the event loop has no signal handlers (Windows' loops) or
+the system has no POSIX file locks (Windows): forced here, on Linux, in a wrapper that
+takes those away and then runs the real console script."""
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,26 @@ NO_FCNTL = (
 """)
     + _RUN_SCRIPT
 )
+
+
+async def test_ctrl_c_without_loop_signal_handlers_still_reports_every_flow() -> None:
+    async with serve(flows=1000) as server:
+        started = time.monotonic()
+        code, out, err = await run(
+            "activate", "1-1000", "--burst", "2", "--per-second", "2", "--concurrency", "1",
+            "--webhook", server.webhook_url(),
+            interrupt_when=lambda: server.state.activations.total() >= 100,
+            wrap=[sys.executable, "-c", NO_LOOP_SIGNALS],
+            env={"AIOB24FLOW_NO_UVLOOP": "1"},
+        )  # fmt: skip
+        assert time.monotonic() - started < 30
+        assert code == 130, err
+        assert "interrupted: sending no new batch" in err
+        sent = server.state.activations.total()
+        assert 100 <= sent <= 150 and sent % 50 == 0  # at most the batch on the wire
+        assert re.search(rf"succeeded +{sent}\n", out), out
+        assert re.search(rf"failed +{1000 - sent}\n", out)
+        assert "Stopped: stopped before sending" in out
 
 
 async def test_oauth_file_without_posix_locks_is_refused_before_any_request(
