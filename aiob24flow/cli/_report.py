@@ -22,6 +22,8 @@ __all__ = [
     "JSON_SCHEMA",
     "add_output_options",
     "id_ranges",
+    "note",
+    "plural",
     "report_json",
     "silence_stdout",
     "summary_lines",
@@ -115,6 +117,11 @@ def id_ranges(ids: Sequence[int], limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 4].rsplit(" ", 1)[0] + " ..."
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 flow``, ``2 flows``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def summary_lines(report: BulkReport[Any], *, changed_label: str = "changed") -> list[str]:
     s = report.summary()
     lines = [f"  {'total':<12} {s['total']:>7}", f"  {'succeeded':<12} {s['succeeded']:>7}"]
@@ -127,7 +134,10 @@ def summary_lines(report: BulkReport[Any], *, changed_label: str = "changed") ->
             by_reason.setdefault(error_text(error, typed=True), []).append(flow_id)
         ranked = sorted(by_reason.items(), key=lambda item: -len(item[1]))
         for reason, flow_ids in ranked[:8]:
-            lines.append(f"    {len(flow_ids):>6} x {reason}: {id_ranges(flow_ids)}")
+            ids = "id" if len(flow_ids) == 1 else "ids"
+            lines.append(
+                f"    {plural(len(flow_ids), 'flow'):>10} ({reason}): {ids} {id_ranges(flow_ids)}"
+            )
     return lines
 
 
@@ -137,14 +147,23 @@ def text_report(
     report: BulkReport[Any],
     *,
     changed_label: str = "changed",
+    elapsed: float,
+    requests: int,
     details: Sequence[str] = (),
 ) -> list[str]:
-    """The text report: a title line, the summary, then what the command adds."""
+    """The text report: a title line, the summary, the time and requests it took, then
+    what the command adds."""
     return [
-        f"{title}: {count} flows",
+        f"{title}: {plural(count, 'flow')}",
         *summary_lines(report, changed_label=changed_label),
+        f"  {'elapsed':<12} {elapsed:>7.1f} s, {plural(requests, 'request')}",
         *details,
     ]
+
+
+def note(text: str) -> None:
+    """A remark on stderr beside the report (``--quiet`` callers skip it)."""
+    print(f"aiob24flow: note: {text}", file=sys.stderr)
 
 
 # -- an error that ended the job ---------------------------------------------------------

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TextIO
 
@@ -21,6 +22,7 @@ from ._errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 from ._ids import parse_ids
 from ._progress import ProgressBar
 from ._report import (
+    note,
     report_json,
     silence_stdout,
     systemic_cause,
@@ -51,14 +53,17 @@ class BulkCommand:
     """A command that runs one bulk job over flow ids.
 
     A subclass names itself, adds its own arguments, sends the job (``send``) and says
-    what its text report adds (``details``); the run loop here does the rest.
+    what its text report adds; the run loop here does the rest.
     """
 
     name = ""
     help = ""
+    description: str | None = None  # the longer text of ``COMMAND --help``
 
     def register(self, sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
-        parser = sub.add_parser(self.name, parents=parents, help=self.help)
+        parser = sub.add_parser(
+            self.name, parents=parents, help=self.help, description=self.description
+        )
         parser.set_defaults(func=self)
         self.add_arguments(parser)
 
@@ -70,12 +75,24 @@ class BulkCommand:
     ) -> BulkReport[Any]:
         raise NotImplementedError
 
+    def title(self, args: argparse.Namespace) -> str:
+        """The first word of the text report."""
+        return self.name
+
     def dry_run(self, args: argparse.Namespace) -> bool:
         """True when the job only reads (the report says what *would* change)."""
         return False
 
     def details(self, args: argparse.Namespace, report: BulkReport[Any]) -> list[str]:
-        """Lines the text report shows after the summary."""
+        """Lines the text report shows after the summary (``--quiet`` hides them)."""
+        return []
+
+    def answer(self, args: argparse.Namespace, report: BulkReport[Any]) -> list[str]:
+        """What was asked for, printed even with ``--quiet`` (after the details)."""
+        return []
+
+    def notes(self, args: argparse.Namespace, report: BulkReport[Any]) -> list[str]:
+        """Remarks for stderr (``--quiet`` hides them)."""
         return []
 
     def __call__(self, args: argparse.Namespace) -> int:
@@ -103,24 +120,29 @@ def run_loop(coro: Coroutine[Any, Any, int]) -> int:
 
 
 async def run_bulk(command: BulkCommand, args: argparse.Namespace, out: TextIO) -> int:
+    tell = _silent if args.quiet else note
     ids = parse_ids(args.ids, args.ids_file)
     store = TokenFile(args.oauth) if args.oauth else None
     if store is not None and not args.oauth_redis:
         store.check_writable()
     client = make_client(args, store)
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
+    started = time.monotonic()
     with CtrlC(asyncio.current_task()) as ctrl_c:
         try:
             async with client:
                 with ProgressBar(show_bar, len(ids), command.name) as on_progress:
                     hooks = JobHooks(on_progress, ctrl_c.stop)
                     report = await command.send(client, args, ids, hooks)
+                job = _Job(command, args, ids, report, client, time.monotonic() - started)
                 try:
-                    _print_report(command, args, ids, report, client, out, ctrl_c.interrupted)
+                    _print_report(job, out, ctrl_c.interrupted)
                 except BrokenPipeError:
                     silence_stdout()
         except asyncio.CancelledError:  # the second Ctrl-C
             raise KeyboardInterrupt from None
+    for line in command.notes(args, report):
+        tell(line)
     if store is not None and store.save_error is not None:
         print(store.save_failure(spent=client.stats().refreshes > 0), file=sys.stderr)
         return EXIT_INCOMPLETE
@@ -132,29 +154,44 @@ async def run_bulk(command: BulkCommand, args: argparse.Namespace, out: TextIO) 
     return EXIT_OK if report.ok else EXIT_INCOMPLETE
 
 
-def _print_report(
-    command: BulkCommand,
-    args: argparse.Namespace,
-    ids: list[int],
-    report: BulkReport[Any],
-    client: FlowClient,
-    out: TextIO,
-    interrupted: bool,
-) -> None:
+def _silent(text: str) -> None:
+    """``--quiet``: progress and notes are not shown."""
+
+
+@attrs.frozen
+class _Job:
+    """A finished job, for its report."""
+
+    command: BulkCommand
+    args: argparse.Namespace
+    ids: list[int]
+    report: BulkReport[Any]
+    client: FlowClient
+    elapsed: float
+
+
+def _print_report(job: _Job, out: TextIO, interrupted: bool) -> None:
+    command, args, report = job.command, job.args, job.report
     dry_run = command.dry_run(args)
     if args.json:
         document = report_json(
-            report, client, command=command.name, dry_run=dry_run, interrupted=interrupted
+            report, job.client, command=command.name, dry_run=dry_run, interrupted=interrupted
         )
         write_json(document, out)
-    elif not (args.quiet and report.ok):
-        label = "would change" if dry_run else "changed"
+        out.flush()
+        return
+    lines = []
+    if not (args.quiet and report.ok):
         lines = text_report(
-            command.name,
-            len(ids),
+            command.title(args),
+            len(job.ids),
             report,
-            changed_label=label,
+            changed_label="would change" if dry_run else "changed",
+            elapsed=job.elapsed,
+            requests=job.client.stats().requests,
             details=command.details(args, report),
         )
+    lines += command.answer(args, report)
+    if lines:
         print("\n".join(lines), file=out)
     out.flush()

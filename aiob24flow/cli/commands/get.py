@@ -52,12 +52,25 @@ class Get(BulkCommand):
             ids, fields=get_fields(args), on_progress=hooks.on_progress, stop=hooks.stop
         )
 
-    def details(self, args: argparse.Namespace, report: BulkReport[Any]) -> list[str]:
+    def answer(self, args: argparse.Namespace, report: BulkReport[Any]) -> list[str]:
         lines = []
         for flow_id, flow in report.succeeded.items():
             shown = " ".join(f"{name}={value!r}" for name, value in flow.items())
-            lines.append(f"  flow {flow_id}: {shown}")
+            lines.append(f"  flow {flow_id}: {shown or '(none of the fields asked)'}")
         return lines
+
+    def notes(self, args: argparse.Namespace, report: BulkReport[Any]) -> list[str]:
+        if args.fields is None or not report.succeeded:
+            return []
+        seen = {name for flow in report.succeeded.values() for name in flow}
+        missing = [name for name in dict.fromkeys(args.fields) if name not in seen]
+        if not missing:
+            return []
+        names = ", ".join(repr(name) for name in missing)
+        return [
+            f"no flow returned has the field{'s' if len(missing) > 1 else ''} {names} "
+            "(names are case-sensitive, as the portal spells them: active, name, ownerId ...)"
+        ]
 
 
 def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:

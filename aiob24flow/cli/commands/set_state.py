@@ -17,7 +17,7 @@ class _SetState(BulkCommand):
     noun = ""
 
     def __init__(self) -> None:
-        self.help = f"make flows {self.noun} or not"
+        self.help = f"make flows {self.noun} (--on) or not (--off), whatever their state now"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_mutually_exclusive_group(required=True)
@@ -55,7 +55,7 @@ class SetActive(_SetState):
     def dry_run(self, args: argparse.Namespace) -> bool:
         return bool(args.dry_run)
 
-    def details(self, args: argparse.Namespace, report: BulkReport[Any]) -> list[str]:
+    def answer(self, args: argparse.Namespace, report: BulkReport[Any]) -> list[str]:
         if not args.dry_run:
             return []
         verb = "activate" if args.state else "deactivate"
