@@ -19,10 +19,11 @@ from .._client import FlowClient
 from ._connect import make_client
 from ._credentials import TokenFile
 from ._errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
-from ._ids import parse_ids
+from ._ids import read_ids
 from ._progress import ProgressBar
 from ._report import (
     note,
+    plural,
     report_json,
     silence_stdout,
     systemic_cause,
@@ -121,7 +122,10 @@ def run_loop(coro: Coroutine[Any, Any, int]) -> int:
 
 async def run_bulk(command: BulkCommand, args: argparse.Namespace, out: TextIO) -> int:
     tell = _silent if args.quiet else note
-    ids = parse_ids(args.ids, args.ids_file)
+    flow_ids = read_ids(args.ids, args.ids_file)
+    if flow_ids.repeats:
+        tell(f"{plural(flow_ids.repeats, 'repeated flow id')} dropped (each flow is sent once)")
+    ids = flow_ids.ids
     store = TokenFile(args.oauth) if args.oauth else None
     if store is not None and not args.oauth_redis:
         store.check_writable()
