@@ -1,4 +1,5 @@
-"""What the console script says about its input: ids files, ranges and repeated ids."""
+"""What the console script says about its input: ids files, ranges, repeated ids and
+webhook URLs that are not quite webhooks."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ if not CLI_SCRIPT.exists():  # pragma: no cover - installed elsewhere
 run = run_cli
 
 FAST = ["--plan", "unlimited"]
+SHAPE = "https://PORTAL/rest/USER_ID/WEBHOOK_CODE/"
 
 
 async def test_a_bad_id_in_a_file_names_the_file_and_the_line(tmp_path: Path) -> None:
@@ -55,3 +57,35 @@ async def test_repeated_ids_are_dropped_and_counted_on_stderr() -> None:
         assert dict(server.state.activations) == {1: 1, 2: 1, 3: 1, 4: 1}
         code, _, err = await run("activate", "5", "5", "--webhook", url, *FAST, "-q")
         assert (code, err) == (0, "")  # --quiet keeps notes off
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://p.example/rest/1/",  # no code
+        "https://p.example/SECRETCODE/",  # no /rest/
+        "https://p.example/rest/SECRETCODE/",  # no user id
+        "https://p.example/rest/1/SECRETCODE/tasks.flow.Flow.activate/more/",
+    ],
+)
+async def test_a_webhook_that_is_not_one_names_the_option_and_the_shape(url: str) -> None:
+    code, out, err = await run("activate", "1", "--webhook", url)
+    assert (code, out) == (2, "")
+    assert err == f"aiob24flow: error: --webhook is not a webhook URL: expected {SHAPE}" + (
+        " (the portal's address, /rest/, your user id, the webhook code)\n"
+    )
+    code, _, err = await run("activate", "1", env={"B24_WEBHOOK_URL": url})
+    assert code == 2 and "$B24_WEBHOOK_URL is not a webhook URL" in err
+    assert "SECRETCODE" not in err
+
+
+@pytest.mark.parametrize("method", ["tasks.flow.Flow.activate.json", "tasks.flow.Flow.activate"])
+async def test_a_webhook_copied_with_a_method_is_trimmed_and_said_once(method: str) -> None:
+    async with serve(flows=10) as server:
+        url = server.webhook_url() + method
+        code, out, err = await run("activate", "1", "--webhook", url, *FAST)
+        assert code == 0, err
+        assert server.state.activations[1] == 1
+    base = url[: url.index("/rest/")] + "/rest/1/***/"
+    assert err == f"aiob24flow: note: --webhook ended in the method name {method!r}: using {base}\n"
+    assert "emulator-webhook-code-1" not in out + err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .._argtypes import OneLineParser, count, non_negative, positive
@@ -11,10 +12,12 @@ from .._auth import DEFAULT_TOKEN_URL
 from .._client import FlowClient
 from .._limiter import RateLimit
 from .._redact import redact
-from ._credentials import TokenFile, token_store, with_redis
-from ._errors import UsageError
+from ._credentials import TokenFile, token_store, webhook_base, with_redis
+from ._errors import UsageError, error_text
 
-__all__ = ["add_connection_options", "make_client", "rate_limit"]
+__all__ = ["Note", "add_connection_options", "make_client", "rate_limit"]
+
+Note = Callable[[str], None]
 
 _PRESETS = {
     "standard": RateLimit.standard,
@@ -85,7 +88,10 @@ def rate_limit(args: argparse.Namespace) -> RateLimit:
         raise UsageError(str(exc)) from None
 
 
-def make_client(args: argparse.Namespace, store: TokenFile | None = None) -> FlowClient:
+def make_client(
+    args: argparse.Namespace, store: TokenFile | None = None, note: Note = print
+) -> FlowClient:
+    """The client the options describe; ``note`` gets remarks for stderr."""
     common: dict[str, Any] = {
         "rate_limit": rate_limit(args),
         "concurrency": args.concurrency,
@@ -97,25 +103,33 @@ def make_client(args: argparse.Namespace, store: TokenFile | None = None) -> Flo
         if not os.path.isfile(args.ca_bundle):
             raise UsageError(f"--ca-bundle {args.ca_bundle}: no such file")
         common["ssl"] = args.ca_bundle
-    webhook = args.webhook or os.environ.get("B24_WEBHOOK_URL")
+    if args.oauth:
+        return _oauth_client(args, store or TokenFile(args.oauth), common)
+    if args.oauth_redis:
+        raise UsageError("--oauth-redis needs --oauth FILE for the endpoint and client credentials")
+    source = "--webhook" if args.webhook else "$B24_WEBHOOK_URL"
+    url = args.webhook or os.environ.get("B24_WEBHOOK_URL")
+    if not url:
+        raise UsageError("no credentials: pass --webhook URL, set B24_WEBHOOK_URL, or --oauth FILE")
+    url, trimmed = webhook_base(url, source)
+    if trimmed:
+        note(trimmed)
     try:
-        if args.oauth:
-            store = store or TokenFile(args.oauth)
-            return FlowClient.from_oauth(
-                store.data["endpoint"],
-                store.tokens(),
-                store=token_store(args, store),
-                client_id=store.data.get("client_id"),
-                client_secret=store.data.get("client_secret"),
-                token_url=store.data.get("token_url") or DEFAULT_TOKEN_URL,
-                **common,
-            )
-        if args.oauth_redis:
-            raise UsageError(
-                "--oauth-redis needs --oauth FILE for the endpoint and client credentials"
-            )
-        if webhook:
-            return FlowClient.from_webhook(webhook, **common)
+        return FlowClient.from_webhook(url, **common)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad {source}: {error_text(exc)}") from None
+
+
+def _oauth_client(args: argparse.Namespace, file: TokenFile, common: dict[str, Any]) -> FlowClient:
+    try:
+        return FlowClient.from_oauth(
+            file.data["endpoint"],
+            file.tokens(),
+            store=token_store(args, file),
+            client_id=file.data.get("client_id"),
+            client_secret=file.data.get("client_secret"),
+            token_url=file.data.get("token_url") or DEFAULT_TOKEN_URL,
+            **common,
+        )
     except (TypeError, ValueError) as exc:
         raise UsageError(redact(str(exc))) from None
-    raise UsageError("no credentials: pass --webhook URL, set B24_WEBHOOK_URL, or --oauth FILE")

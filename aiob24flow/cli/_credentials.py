@@ -6,15 +6,25 @@ import argparse
 import contextlib
 import errno
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from .._argtypes import OneLineParser
 from .._auth import OAuthTokens
+from .._redact import redact
 from .._store import FileTokenStore, RedisTokenStore, StoredTokens, TokenLease, TokenStore
 from ._errors import UsageError, error_text
 
-__all__ = ["TokenFile", "add_credential_options", "token_store", "with_redis"]
+__all__ = [
+    "WEBHOOK_SHAPE",
+    "TokenFile",
+    "add_credential_options",
+    "token_store",
+    "webhook_base",
+    "with_redis",
+]
 
 T = TypeVar("T")
 
@@ -43,6 +53,35 @@ def add_credential_options(parser: OneLineParser) -> None:
         default="aiob24flow:tokens",
         help="the Redis hash for --oauth-redis (one per portal, e.g. its member_id)",
     )
+
+
+WEBHOOK_SHAPE = "https://PORTAL/rest/USER_ID/WEBHOOK_CODE/"
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def webhook_base(url: str, source: str) -> tuple[str, str | None]:
+    """The webhook ``url`` (from ``source``: --webhook or $B24_WEBHOOK_URL) up to its
+    code, and what was trimmed after it, if anything: a URL copied from the portal's
+    webhook page often ends in a method name (``.../tasks.flow.Flow.activate.json``).
+    The code is never put in a message."""
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    rest = len(segments) - 1 - segments[::-1].index("rest") if "rest" in segments else -1
+    after = [s for s in segments[rest + 1 :] if s] if rest >= 0 else []
+    if rest < 0 or len(after) not in (2, 3) or not _DIGITS.fullmatch(after[0]):
+        raise UsageError(
+            f"{source} is not a webhook URL: expected {WEBHOOK_SHAPE} (the portal's "
+            "address, /rest/, your user id, the webhook code)"
+        )
+    dropped = [f"the method name {after[2]!r}"] if len(after) == 3 else []
+    if parts.query or parts.fragment:
+        dropped.append("the query" if parts.query else "the fragment")
+    if not dropped:
+        return url, None
+    base = "/".join([*segments[: rest + 1], *after[:2]]) + "/"
+    origin = f"{parts.scheme}://{parts.netloc}"
+    shown = redact(f"{origin}{base}")
+    return origin + base, f"{source} ended in {' and '.join(dropped)}: using {shown}"
 
 
 class TokenFile(FileTokenStore):

@@ -129,7 +129,7 @@ async def run_bulk(command: BulkCommand, args: argparse.Namespace, out: TextIO) 
     store = TokenFile(args.oauth) if args.oauth else None
     if store is not None and not args.oauth_redis:
         store.check_writable()
-    client = make_client(args, store)
+    client = make_client(args, store, tell)
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
     started = time.monotonic()
     with CtrlC(asyncio.current_task()) as ctrl_c:
