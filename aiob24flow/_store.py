@@ -194,6 +194,10 @@ class FileTokenStore:
     symlink is followed and its target rewritten. Other keys in the file (``endpoint``,
     ``client_id`` ...) are kept. The refresh lock is ``fcntl.flock`` on ``FILE.lock`` beside
     the target: one refresh across every process on the machine.
+
+    POSIX only: Windows has no ``flock``, and its ``os.replace`` fails while another
+    process has the file open (a worker reading the tokens), so the rewrite would not be
+    safe to share there either. On Windows use ``RedisTokenStore``.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -205,6 +209,11 @@ class FileTokenStore:
     @property
     def target(self) -> str:
         return os.path.realpath(self.path)
+
+    def load(self) -> dict[str, Any]:
+        """The file's whole JSON object: the tokens and whatever else is kept beside them
+        (the CLI's ``endpoint``, ``client_id`` ...); ``{}`` when there is no file yet."""
+        return self._load()
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -253,7 +262,13 @@ class FileTokenStore:
 
     @contextlib.asynccontextmanager
     async def _flock(self) -> AsyncIterator[None]:
-        import fcntl
+        try:
+            import fcntl
+        except ImportError:  # Windows: see the class docstring
+            raise NotImplementedError(
+                "FileTokenStore needs POSIX file locks (fcntl.flock); on Windows use "
+                "RedisTokenStore"
+            ) from None
 
         fd = os.open(self.target + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -214,12 +214,12 @@ def test_module_entry_point() -> None:
 
 def test_progress_bar_follows_progress() -> None:
     from aiob24flow import Progress
-    from aiob24flow.cli import _ProgressBar
+    from aiob24flow.cli import ProgressBar
 
-    with _ProgressBar(True, 100, "activate") as update:
+    with ProgressBar(True, 100, "activate") as update:
         assert update is not None
         update(Progress(total=100, done=50, succeeded=50, failed=0, unknown=0))
-    with _ProgressBar(False, 100, "activate") as update:
+    with ProgressBar(False, 100, "activate") as update:
         assert update is None
 
 

@@ -112,7 +112,8 @@ async def test_a_cancelled_run_leaves_flows_in_doubt_and_set_active_settles_them
     """The first run's toggles are cut unanswered and still run 0.5 s later (as a portal's
     PHP does); the run is cancelled (as a process dies). The resumed run must not trust a
     read that shows no change before the lost requests must have finished."""
-    faults = Faults(drop_then_run=1.0, run_after=0.5, methods=frozenset({"tasks.flow.Flow.activate"}))
+    activate = frozenset({"tasks.flow.Flow.activate"})
+    faults = Faults(drop_then_run=1.0, run_after=0.5, methods=activate)
     async with (
         serve(flows=100, active_ratio=1.0, faults=faults) as server,
         b24.SqliteJournal(tmp_path / "j.db") as journal,

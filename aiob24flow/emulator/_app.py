@@ -163,7 +163,7 @@ class Portal:
         #: Refuse webhook calls over plain HTTP, as a portal does (set by EmulatorServer).
         self.https_required = False
         #: Requests being handled, each a task that a client's disconnect does not cancel.
-        self._running: set[asyncio.Task[web.StreamResponse]] = set()
+        self.running: set[asyncio.Task[web.StreamResponse]] = set()
 
     @property
     def faults(self) -> Faults:
@@ -185,13 +185,14 @@ class Portal:
     async def idle(self) -> None:
         """Wait until every request received so far has run to its end, answered or not
         (a request whose client hung up still runs, protocol.md §10)."""
-        while self._running:
-            await asyncio.wait(set(self._running))
+        while self.running:
+            await asyncio.wait(set(self.running))
 
-    def _run(self, request: web.Request, handler: _Handler) -> asyncio.Task[web.StreamResponse]:
+    def start(self, request: web.Request, handler: _Handler) -> asyncio.Task[web.StreamResponse]:
+        """Run one request as a task of the portal's (it outlives a client that hangs up)."""
         task = asyncio.ensure_future(_to_the_end(request, self, handler))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
         return task
 
     # -- executing methods --------------------------------------------------------------
@@ -513,7 +514,7 @@ def _shielded(handler: _Handler) -> Callable[[web.Request], Awaitable[web.Stream
     """
 
     async def route(request: web.Request) -> web.StreamResponse:
-        task = portal_of(request)._run(request, handler)
+        task = portal_of(request).start(request, handler)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -547,7 +548,7 @@ def _report_orphan(task: asyncio.Task[web.StreamResponse]) -> None:
 async def _stop_running(app: web.Application) -> None:
     """On server cleanup, end the requests still running (a portal shutting down)."""
     portals = {app[PORTAL_KEY], *app.get(ROUTES_KEY, {}).values()}
-    running = [task for portal in portals for task in portal._running]
+    running = [task for portal in portals for task in portal.running]
     for task in running:
         task.cancel()
     await asyncio.gather(*running, return_exceptions=True)
