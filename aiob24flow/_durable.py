@@ -28,7 +28,7 @@ from typing import Any
 from ._converge import ActiveConvergence, Journaled, PinConvergence, active_of, run_job
 from ._errors import B24Error, RequestNotSent, ResponseLost
 from ._job import FAILED, OK_FALSE, OK_TRUE, OK_VALUE, PENDING, UNKNOWN, Control
-from ._journal import JobLog, JobSpec, Journal, decode_errors, encode_errors
+from ._journal import JobLog, JobRecord, JobSpec, Journal, decode_errors, encode_errors
 from ._methods import ACTIVATE, GET
 from ._pipeline import Pipeline
 from ._report import BulkReport, build_report, finish, guarded
@@ -48,8 +48,7 @@ def resendable(error: B24Error) -> bool:
 class History:
     """What earlier runs of a job did, per flow id (built once, when a job resumes)."""
 
-    def __init__(self, log: JobLog, method: str | None) -> None:
-        record = log.record
+    def __init__(self, record: JobRecord, method: str | None = None) -> None:
         #: id -> (code, changed, error): settled without a request of its own
         self.settled: dict[int, tuple[int, bool, B24Error | None]] = {}
         #: id -> (sent_at, code or None when no answer was recorded, error)
@@ -140,7 +139,7 @@ async def run_journaled(
             control.add(len(report.succeeded), len(report.failed), len(report.unknown))
             return report
         method = {"activate_many": ACTIVATE, "set_active": ACTIVATE}.get(spec.operation)
-        report = await run(log, History(log, method))
+        report = await run(log, History(record, method))
         if not control.stopping and not any(resendable(e) for e in report.failed.values()):
             await log.finish(encode_report(report))
         return finish(report, control)

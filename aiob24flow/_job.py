@@ -33,6 +33,7 @@ from ._errors import (
     B24Error,
     BatchCommandError,
     ClientClosed,
+    JournalError,
     RequestNotSent,
     ResponseLost,
     ServerError,
@@ -175,6 +176,8 @@ class _Claim:
         log = self.job.log
         if log is not None and self.ids is not None:
             self.seq = await log.intent(self.job.method, self.ids, self.seq)
+            if not log.held():  # paused past its lease: another runner may have the job
+                raise JournalError("not sent: this runner no longer holds the job")
 
     def decode(self, body: bytes) -> Any:
         return loads_bulk_answer(body)
@@ -192,6 +195,10 @@ class SendLog(Protocol):
     async def answer(self, seq: int, codes: bytes, errors: dict[int, B24Error]) -> None:
         """Record the outcome of each flow of intent ``seq`` (``Outcome`` codes in the
         intent's order; ``errors`` by index)."""
+        ...
+
+    def held(self) -> bool:
+        """Whether this runner still holds the job (no I/O)."""
         ...
 
 

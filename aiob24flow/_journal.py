@@ -158,6 +158,12 @@ class JobLog(Protocol):
 
     async def finish(self, report: dict[str, Any]) -> None: ...
 
+    def held(self) -> bool:
+        """Whether this runner still holds the job, judged locally with no I/O (a Redis
+        lease not renewed within its TTL is not). Checked right before a request leaves,
+        after its intent is written: a runner paused past its lease sends nothing."""
+        ...
+
     async def release(self) -> None:
         """Let another runner take the job (also when this one failed)."""
         ...

@@ -326,6 +326,10 @@ class _SqliteJobLog:
             (counts, blob, time.time(), self.job_id),
         )
 
+    def held(self) -> bool:
+        """A ``flock`` cannot expire under a living holder."""
+        return self._fd is not None
+
     async def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
