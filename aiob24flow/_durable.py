@@ -136,7 +136,8 @@ async def run_journaled(
         record = log.record
         if record.finished and record.report is not None:
             report = decode_report(record.report)
-            control.add(len(report.succeeded), len(report.failed), len(report.unknown))
+            control.add(len(report.succeeded), len(report.failed), len(report.unknown),
+                        steps=len(report))  # fmt: skip
             return report
         method = {"activate_many": ACTIVATE, "set_active": ACTIVATE}.get(spec.operation)
         report = await run(log, History(record, method))
@@ -172,7 +173,8 @@ async def toggle_resumed(
             failed[flow_id] = answered[1] or ResponseLost("failed")
         else:
             succeeded[flow_id] = answered[0] == OK_TRUE if answered[0] != OK_VALUE else True
-    control.add(len(succeeded), len(failed), len(unknown))
+    done = len(succeeded) + len(failed) + len(unknown)
+    control.add(len(succeeded), len(failed), len(unknown), steps=done)  # done earlier
     job = await guarded(control, lambda: run_job(pipeline, method, to_send, control, log=log))
     if job is not None:
         job.fill(succeeded, failed, unknown)
@@ -229,7 +231,8 @@ async def converge_resumed(  # noqa: PLR0913 - the operation's inputs and its re
             failed[flow_id] = error or ResponseLost("failed")
         else:
             unknown[flow_id] = error or ResponseLost("did not converge")
-    control.add(len(succeeded), len(failed), len(unknown))
+    done = len(succeeded) + len(failed) + len(unknown)
+    control.add(len(succeeded), len(failed), len(unknown), steps=done)  # done earlier
     doubt: dict[int, B24Error] = {}
     sent: dict[int, int] = {}
     for position, flow_id in enumerate(rest):
@@ -271,15 +274,13 @@ async def verify_resumed(
             control.abort(exc)
             return build_report(ids, {}, {}, {}, control=control)
         before.update(read)
+    control.add(0, len(unread), 0)
     readable = [i for i in ids if i in before]
-    toggles = Control(len(readable), control.stop, control.on_progress)
     report = await converge_resumed(
         pipeline, readable, lambda flow_id: not before[flow_id],
-        pipeline.options.retry.attempts, toggles, log, history, states=before,
+        pipeline.options.retry.attempts, control, log, history, states=before,
         result_value=lambda _: True,
     )  # fmt: skip
-    if toggles.aborted is not None:
-        control.abort(toggles.aborted)
     return build_report(ids, report.succeeded, {**unread, **report.failed}, report.unknown,
                         set(report.changed))  # fmt: skip
 
@@ -305,7 +306,8 @@ async def pin_resumed(
             succeeded[flow_id] = pinned
         else:
             rest.append(flow_id)
-    control.add(len(succeeded), len(failed), len(unknown))
+    done = len(succeeded) + len(failed) + len(unknown)
+    control.add(len(succeeded), len(failed), len(unknown), steps=done)  # done earlier
     convergence = PinConvergence(pipeline, rest, pinned, max_sends, control, log=log)
     for flow_id in rest:
         error = history.in_doubt(flow_id)
