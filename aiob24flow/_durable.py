@@ -90,15 +90,19 @@ class History:
                 self.first_state.setdefault(flow_id, code == OK_TRUE)
             self.last[flow_id] = (sent_at, code, errors.get(i))
 
-    def in_doubt(self, flow_id: int) -> B24Error | None:
-        """The lost-answer error of a flow whose last request may have run, else None."""
+    def in_doubt(self, flow_id: int, margin: float = 0.0) -> B24Error | None:
+        """The lost-answer error of a flow whose last request may have run, else None.
+
+        The intent is written just before the request leaves; ``margin`` (the connect
+        timeout) covers the time it may then still take to leave, so the wait for the
+        portal to finish it is never short."""
         last = self.last.get(flow_id)
         if last is None:
             return None
         sent_at, code, error = last
         if code is not None and code != UNKNOWN:
             return None
-        return doubt_error(sent_at, error)
+        return doubt_error(sent_at + margin, error)
 
     def answered(self, flow_id: int) -> tuple[int, B24Error | None] | None:
         """The settled outcome of the flow's last request (code, error), or None when it
@@ -235,8 +239,9 @@ async def converge_resumed(  # noqa: PLR0913 - the operation's inputs and its re
     control.add(len(succeeded), len(failed), len(unknown), steps=done)  # done earlier
     doubt: dict[int, B24Error] = {}
     sent: dict[int, int] = {}
+    margin = pipeline.options.timeout.connect
     for position, flow_id in enumerate(rest):
-        error = history.in_doubt(flow_id)
+        error = history.in_doubt(flow_id, margin)
         if error is not None:
             doubt[position] = error
         if history.sends[flow_id]:
@@ -309,8 +314,9 @@ async def pin_resumed(
     done = len(succeeded) + len(failed) + len(unknown)
     control.add(len(succeeded), len(failed), len(unknown), steps=done)  # done earlier
     convergence = PinConvergence(pipeline, rest, pinned, max_sends, control, log=log)
+    margin = pipeline.options.timeout.connect
     for flow_id in rest:
-        error = history.in_doubt(flow_id)
+        error = history.in_doubt(flow_id, margin)
         if error is not None:
             convergence.lost[flow_id] = error
         convergence.sends[flow_id] = history.sends[flow_id]
