@@ -22,9 +22,9 @@ kernel releases when a process dies and which cannot expire under a living one.
 from __future__ import annotations
 
 import asyncio
-import logging
 import contextlib
 import json
+import logging
 import os
 import secrets
 import tempfile
