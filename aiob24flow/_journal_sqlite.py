@@ -354,7 +354,12 @@ def _check_job_id(job_id: object) -> None:
 
 def _take_lock(path: str, job_id: str) -> int:
     """An exclusive, non-blocking ``flock`` on the job's lock file: its descriptor."""
-    import fcntl
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock the kernel drops when its holder dies
+        raise JournalError(
+            "SqliteJournal needs POSIX file locks (fcntl); on this system use RedisJournal"
+        ) from None
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
