@@ -16,10 +16,7 @@ from typing import Any
 import pytest
 
 import aiob24flow as b24
-from tests.conftest import no_sleep, oauth_client, serve, write_token_file
-from tests.test_redis import free_port, redis_url
-
-__all__ = ["redis_url"]  # the fixture, shared with the limiter tests
+from tests.conftest import free_port, no_sleep, oauth_client, serve, write_token_file
 
 SCRIPT = Path(sys.executable).parent / "aiob24flow"
 ACTIVATE = "tasks.flow.Flow.activate"
