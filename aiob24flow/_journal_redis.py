@@ -185,7 +185,8 @@ class RedisJournal:
     its own connection pool and closes it in ``aclose()``) or a ``redis.asyncio.Redis``
     client made with ``decode_responses=False`` (the default; never closed here). Jobs are
     kept under ``prefix``; ``lease_ttl`` seconds is how long a runner that stopped (killed,
-    paused, cut off from Redis) keeps the job from others.
+    paused, cut off from Redis) keeps the job from others. ``clock`` (monotonic seconds)
+    is what ``held()`` reads; tests inject one.
 
     One runner at a time: ``open_job`` takes the job's lease (``JobBusy`` while another
     runner's lease is live). The runner renews it every ``lease_ttl / 3``; every write
