@@ -83,6 +83,7 @@ from ._errors import (
 )
 from ._job import Progress, Stop
 from ._journal import JobSpec, JobSummary, Journal
+from ._journal_redis import RedisJournal
 from ._journal_sqlite import SqliteJournal
 from ._limiter import LeakyBucket, RateLimit
 from ._redis import RedisLimiter
@@ -131,6 +132,7 @@ __all__ = [
     "Progress",
     "QueryLimitExceeded",
     "RateLimit",
+    "RedisJournal",
     "RedisLimiter",
     "RedisTokenStore",
     "RefreshFailed",

@@ -3,10 +3,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -155,15 +158,60 @@ async def no_sleep(seconds: float) -> None:
     """For tests: retries and limiter waits take no real time."""
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (for a while): an unreachable server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a free loopback port, for the whole session (tests keep
+    apart by key prefix); without persistence, so nothing is left on disk."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (.ci/run installs it)")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def unique_prefix() -> str:
+    """A key prefix no other test uses (tests share one redis-server)."""
+    return f"test{time.monotonic_ns()}"
+
+
 __all__ = [
     "CLI_SCRIPT",
     "FakeClock",
     "Faults",
     "due_tokens",
+    "free_port",
     "no_sleep",
     "oauth_client",
     "run_cli",
     "serve",
     "tokens_of",
+    "unique_prefix",
     "write_token_file",
 ]

@@ -1,8 +1,11 @@
-"""Journaled jobs (write ahead, resume, one runner at a time) against the emulator."""
+"""Journaled jobs (write ahead, resume, one runner at a time) against the emulator, on
+every journal: ``SqliteJournal`` in a temporary file and ``RedisJournal`` on a real
+redis-server (a fresh key prefix per test)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +13,40 @@ import pytest
 
 import aiob24flow as b24
 from aiob24flow.emulator import Faults
-from tests.conftest import serve
+from tests.conftest import serve, unique_prefix
 
 FAST = b24.Timeout(portal_limit=1.0, settle=0.05)
+
+#: A new journal on the test's store (another handle on the same database or prefix, as
+#: another process would open it).
+Journals = Callable[[], b24.Journal]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def journals(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Journals]:
+    opened: list[b24.Journal] = []
+    if request.param == "sqlite":
+        path = tmp_path / "j.db"
+
+        def make() -> b24.Journal:
+            opened.append(b24.SqliteJournal(path))
+            return opened[-1]
+    else:
+        url: str = request.getfixturevalue("redis_url")
+        prefix = unique_prefix()
+
+        def make() -> b24.Journal:
+            opened.append(b24.RedisJournal(url, prefix=prefix))
+            return opened[-1]
+
+    yield make
+    for journal in opened:
+        await journal.aclose()
+
+
+@pytest.fixture
+def journal(journals: Journals) -> b24.Journal:
+    return journals()
 
 
 def client_for(server: Any, **options: Any) -> b24.FlowClient:
@@ -22,9 +56,9 @@ def client_for(server: Any, **options: Any) -> b24.FlowClient:
 
 
 async def test_a_finished_job_run_again_returns_its_report_and_sends_nothing(
-    tmp_path: Path,
+    journal: b24.Journal,
 ) -> None:
-    async with serve(flows=300) as server, b24.SqliteJournal(tmp_path / "j.db") as journal:
+    async with serve(flows=300) as server:
         async with client_for(server) as client:
             first = await client.activate_many(range(1, 301), journal=journal, job_id="a")
             sent = server.state.requests
@@ -35,8 +69,8 @@ async def test_a_finished_job_run_again_returns_its_report_and_sends_nothing(
         assert again.changed == first.changed == tuple(range(1, 301))
 
 
-async def test_another_spec_under_the_same_job_id_is_a_mismatch(tmp_path: Path) -> None:
-    async with serve(flows=10) as server, b24.SqliteJournal(tmp_path / "j.db") as journal:
+async def test_another_spec_under_the_same_job_id_is_a_mismatch(journal: b24.Journal) -> None:
+    async with serve(flows=10) as server:
         async with client_for(server) as client:
             await client.activate_many([1, 2], journal=journal, job_id="a")
             sent = server.state.requests
@@ -51,18 +85,17 @@ async def test_another_spec_under_the_same_job_id_is_a_mismatch(tmp_path: Path) 
         assert server.state.requests == sent
 
 
-async def test_a_job_held_by_another_runner_is_busy(tmp_path: Path) -> None:
+async def test_a_job_held_by_another_runner_is_busy(journals: Journals) -> None:
     async with serve(flows=10) as server:
-        path = tmp_path / "j.db"
-        async with b24.SqliteJournal(path) as other, b24.SqliteJournal(path) as journal:
-            spec = b24.JobSpec("activate_many", [1, 2, 3])
-            held = await other.open_job("a", spec)
-            async with client_for(server) as client:
-                with pytest.raises(b24.JobBusy):
-                    await client.activate_many([1, 2, 3], journal=journal, job_id="a")
-                assert server.state.requests == 0
-                await held.release()
-                report = await client.activate_many([1, 2, 3], journal=journal, job_id="a")
+        other, journal = journals(), journals()
+        spec = b24.JobSpec("activate_many", [1, 2, 3])
+        held = await other.open_job("a", spec)
+        async with client_for(server) as client:
+            with pytest.raises(b24.JobBusy):
+                await client.activate_many([1, 2, 3], journal=journal, job_id="a")
+            assert server.state.requests == 0
+            await held.release()
+            report = await client.activate_many([1, 2, 3], journal=journal, job_id="a")
         assert report.ok
 
 
@@ -77,9 +110,9 @@ async def test_a_job_held_by_another_runner_is_busy(tmp_path: Path) -> None:
     ],
 )
 async def test_bad_journal_arguments_send_nothing(
-    tmp_path: Path, kwargs: dict[str, Any], error: type[Exception]
+    journal: b24.Journal, kwargs: dict[str, Any], error: type[Exception]
 ) -> None:
-    async with serve(flows=3) as server, b24.SqliteJournal(tmp_path / "j.db") as journal:
+    async with serve(flows=3) as server:
         if kwargs.get("journal") == "JOURNAL":
             kwargs["journal"] = journal
         async with client_for(server) as client:
@@ -88,8 +121,8 @@ async def test_bad_journal_arguments_send_nothing(
         assert server.state.requests == 0
 
 
-async def test_a_stopped_job_resumes_with_what_was_never_sent(tmp_path: Path) -> None:
-    async with serve(flows=500) as server, b24.SqliteJournal(tmp_path / "j.db") as journal:
+async def test_a_stopped_job_resumes_with_what_was_never_sent(journal: b24.Journal) -> None:
+    async with serve(flows=500) as server:
         stop = asyncio.Event()
 
         def progress(p: b24.Progress) -> None:
@@ -107,17 +140,14 @@ async def test_a_stopped_job_resumes_with_what_was_never_sent(tmp_path: Path) ->
 
 
 async def test_a_cancelled_run_leaves_flows_in_doubt_and_set_active_settles_them(
-    tmp_path: Path,
+    journal: b24.Journal,
 ) -> None:
     """The first run's toggles are cut unanswered and still run 0.5 s later (as a portal's
     PHP does); the run is cancelled (as a process dies). The resumed run must not trust a
     read that shows no change before the lost requests must have finished."""
     activate = frozenset({"tasks.flow.Flow.activate"})
     faults = Faults(drop_then_run=1.0, run_after=0.5, methods=activate)
-    async with (
-        serve(flows=100, active_ratio=1.0, faults=faults) as server,
-        b24.SqliteJournal(tmp_path / "j.db") as journal,
-    ):
+    async with serve(flows=100, active_ratio=1.0, faults=faults) as server:
         async with client_for(server) as client:
             task = asyncio.create_task(
                 client.set_active(range(1, 101), False, journal=journal, job_id="x")

@@ -16,10 +16,7 @@ from typing import Any
 import pytest
 
 import aiob24flow as b24
-from tests.conftest import no_sleep, oauth_client, serve, write_token_file
-from tests.test_redis import free_port, redis_url
-
-__all__ = ["redis_url"]  # the fixture, shared with the limiter tests
+from tests.conftest import free_port, no_sleep, oauth_client, serve, write_token_file
 
 SCRIPT = Path(sys.executable).parent / "aiob24flow"
 ACTIVATE = "tasks.flow.Flow.activate"
@@ -257,9 +254,12 @@ async def test_four_processes_refresh_once_per_expiry(
     # elapsed / lifetime expiries, and one refresh per expiry: four workers refreshing on
     # their own would show four times as many. (A worker learns of a fractional lifetime
     # only from the 401, so a cycle can be a little longer than the lifetime.)
+    # No lower bound from the wall time: on a loaded machine the workers start late and
+    # wait between batches, so fewer tokens expire than elapsed / lifetime (a worker that
+    # missed a refresh would have failed its flows above).
     expiries = elapsed / lifetime
     refreshes = server.state.refreshes
-    assert expiries / 1.5 - 1 <= refreshes <= expiries + 1, (refreshes, elapsed)
+    assert 1 <= refreshes <= expiries + 1, (refreshes, elapsed)
 
 
 async def test_two_cli_runs_on_one_token_file_refresh_once(tmp_path: Path) -> None:
