@@ -8,9 +8,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -450,3 +452,88 @@ async def test_jobs_forget_exits_0_then_1(tmp_path: Path) -> None:
     assert out == f"no jobs in {path}\n"
     code, _, err = await run_cli("jobs", "forget", "nightly")
     assert code == 2 and "--journal" in one_line(err)
+
+
+# -- a Redis journal ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def journal_redis() -> Iterator[str]:
+    """A redis-server on loopback for the module (once RedisJournal has landed, conftest's
+    ``redis_url`` can serve instead)."""
+    if getattr(b24, "RedisJournal", None) is None:
+        pytest.skip("this version has no RedisJournal")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (.ci/run installs it)")
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.redis
+async def test_a_redis_journal_runs_lists_and_forgets_jobs(journal_redis: str) -> None:
+    job_id = auto_id("pin", b24.JobSpec("pin_many", range(1, 21)))
+    async with serve(flows=20) as server:
+        code, _, err = await run(server, "pin", "1-20", "--journal", journal_redis, *FAST)
+        assert code == 0, err
+        assert JOB_LINE.findall(err) == [job_id]
+        sent = server.state.requests
+        code, _, err = await run(server, "pin", "1-20", "--journal", journal_redis, *FAST)
+        assert code == 0 and server.state.requests == sent
+        assert "finished by an earlier run" in err
+        assert all(server.state.pin_calls[i] == 1 for i in range(1, 21))
+    code, out, _ = await run_cli("jobs", "--journal", journal_redis)
+    assert code == 0 and re.search(rf"{job_id} +pin +20 +finished +succeeded 20", out), out
+    code, out, _ = await run_cli("jobs", "show", job_id, "--journal", journal_redis)
+    assert code == 0 and re.search(r"succeeded +20\n", out)
+    code, out, _ = await run_cli("jobs", "forget", job_id, "--journal", journal_redis)
+    assert (code, out.strip()) == (0, f"forgot job {job_id}")
+
+
+@pytest.mark.redis
+async def test_a_redis_journal_busy_or_unreachable_sends_nothing(journal_redis: str) -> None:
+    spec = b24.JobSpec("activate_many", [1, 2, 3])
+    redis_journal: Any = getattr(b24, "RedisJournal", None)
+    journal = redis_journal(journal_redis)
+    try:
+        held = await journal.open_job("held", spec)
+        async with serve(flows=10) as server:
+            code, out, err = await run(
+                server, "activate", "1-3", "--journal", journal_redis, "--job-id", "held"
+            )
+            assert (code, out) == (75, ""), err
+            assert "job held is held by another runner" in one_line(err)
+            closed = f"redis://127.0.0.1:{_free_port()}/0"
+            code, out, err = await run(server, "activate", "1-3", "--journal", closed)
+            assert (code, out) == (74, ""), err
+            assert one_line(err).endswith("; nothing was sent")
+            assert server.state.requests == 0
+        await held.release()
+    finally:
+        await journal.aclose()
