@@ -345,7 +345,8 @@ async def test_ctrl_c_leaves_the_job_resumable_and_every_flow_toggles_once(
         assert re.search(rf"succeeded +{first}\n", out)
         code, out, err = await run_cli("jobs", "--journal", journal)
         assert code == 0
-        assert re.search(rf"{job_id} +activate +1000 +unfinished +sent {first} ", out), out
+        counts = f"succeeded {first}, not sent {1000 - first}"
+        assert re.search(rf"{job_id} +activate +1000 +unfinished +{counts} ", out), out
         code, out, err = await run_cli("jobs", "show", job_id, "--journal", journal, "--json")
         assert code == 0, err
         shown = json.loads(out)
@@ -398,6 +399,12 @@ async def test_jobs_show_an_unfinished_job_and_its_resume(tmp_path: Path) -> Non
     shown = json.loads(out)
     assert shown["in_doubt"] == [4, 5] and sorted(shown["succeeded"]) == ["1", "2", "3"]
     assert shown["summary"]["not_sent"] == 5 and shown["command"] == "activate"
+    code, out, _ = await run_cli("jobs", "--journal", str(path))
+    assert "unfinished  succeeded 3, in doubt 2, not sent 5  " in out, out
+    code, out, _ = await run_cli("jobs", "--journal", str(path), "--json")
+    assert json.loads(out)["jobs"][0]["progress"] == {
+        "settled": 3, "succeeded": 3, "failed": 0, "unknown": 0, "in_doubt": 2, "not_sent": 5
+    }  # fmt: skip
     async with serve(flows=10) as server:
         code, out, err = await run(
             server, "activate", "1-10", "--journal", str(path), "--job-id", "nightly", "--json"
@@ -435,6 +442,7 @@ async def test_jobs_lists_the_journal_as_a_table_and_json(tmp_path: Path) -> Non
     off = next(job for job in document["jobs"] if job["job_id"] == "off")
     assert off["command"] == "set-active --off" and off["desired"] is False
     assert off["state"] == "finished" and off["counts"]["succeeded"] == 10
+    assert off["progress"] is None  # only an unfinished job has one
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", off["updated_at"])
 
 

@@ -124,12 +124,24 @@ def _iso(timestamp: float) -> str:
 
 
 def _counts(counts: dict[str, int]) -> str:
-    shown = [(name, n) for name, n in counts.items() if name != "total"]
+    """``succeeded 207, not sent 193``: the counts that are not zero (not the totals)."""
+    shown = [(name, n) for name, n in counts.items() if name not in ("total", "settled")]
     nonzero = [(name, n) for name, n in shown if n] or shown[:1]
-    return ", ".join(f"{name} {n}" for name, n in nonzero)
+    return ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in nonzero)
 
 
-def _job_json(job: JobSummary) -> dict[str, Any]:
+async def _progress(journal: Journal, jobs: list[JobSummary]) -> dict[str, dict[str, int]]:
+    """Where each unfinished job stands (``Standing.counts``), by job id."""
+    found = {}
+    for job in jobs:
+        if job.state != "finished":
+            record = await journal.read_job(job.job_id)
+            if record is not None:
+                found[job.job_id] = standing(record).counts()
+    return found
+
+
+def _job_json(job: JobSummary, progress: dict[str, int] | None) -> dict[str, Any]:
     return {
         "job_id": job.job_id,
         "command": command_of(job.operation, job.desired, job.verify),
@@ -139,11 +151,12 @@ def _job_json(job: JobSummary) -> dict[str, Any]:
         "total": job.total,
         "state": job.state,
         "counts": job.counts,
+        "progress": progress,
         "updated_at": _iso(job.updated_at),
     }
 
 
-def _table(jobs: list[JobSummary]) -> list[str]:
+def _table(jobs: list[JobSummary], progress: dict[str, dict[str, int]]) -> list[str]:
     header = ("JOB", "COMMAND", "FLOWS", "STATE", "COUNTS", "UPDATED")
     rows = [header] + [
         (
@@ -151,7 +164,7 @@ def _table(jobs: list[JobSummary]) -> list[str]:
             command_of(job.operation, job.desired, job.verify),
             str(job.total),
             job.state,
-            _counts(job.counts),
+            _counts(progress.get(job.job_id, job.counts)),
             _when(job.updated_at),
         )
         for job in jobs
@@ -169,17 +182,18 @@ def _table(jobs: list[JobSummary]) -> list[str]:
 
 async def _list(args: argparse.Namespace, journal: Journal) -> int:
     jobs = await journal.jobs()
+    progress = await _progress(journal, jobs)
     if args.json:
         document = {
             "schema": JSON_SCHEMA,
             "journal": redact(args.journal),
-            "jobs": [_job_json(job) for job in jobs],
+            "jobs": [_job_json(job, progress.get(job.job_id)) for job in jobs],
         }
         write_json(document, sys.stdout)
     elif not jobs:
         print(f"no jobs in {redact(args.journal)}")
     else:
-        print("\n".join(_table(jobs)))
+        print("\n".join(_table(jobs, progress)))
     return EXIT_OK
 
 
@@ -194,6 +208,17 @@ class Standing:
     settled: BulkReport[Any]
     in_doubt: list[int]
     unsent: int
+
+    def counts(self) -> dict[str, int]:
+        """settled (succeeded, failed, unknown), in_doubt, not_sent."""
+        return {
+            "settled": len(self.settled),
+            "succeeded": len(self.settled.succeeded),
+            "failed": len(self.settled.failed),
+            "unknown": len(self.settled.unknown),
+            "in_doubt": len(self.in_doubt),
+            "not_sent": self.unsent,
+        }
 
 
 def standing(record: JobRecord) -> Standing:
@@ -280,12 +305,7 @@ def _show_json(args: argparse.Namespace, record: JobRecord, summary: JobSummary 
     else:
         now = standing(record)
         report = report_json(now.settled)
-        report["summary"] = {
-            "settled": len(now.settled),
-            **{k: v for k, v in now.settled.summary().items() if k not in ("total", "changed")},
-            "in_doubt": len(now.in_doubt),
-            "not_sent": now.unsent,
-        }
+        report["summary"] = now.counts()
         report["in_doubt"] = now.in_doubt
         del report["changed"]
     for key in ("schema", "command", "dry_run", "interrupted"):
