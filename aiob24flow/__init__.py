@@ -81,7 +81,7 @@ from ._errors import (
     TransportError,
     Unreachable,
 )
-from ._job import Progress
+from ._job import Progress, Stop
 from ._journal import JobSpec, JobSummary, Journal
 from ._journal_sqlite import SqliteJournal
 from ._limiter import LeakyBucket, RateLimit
@@ -142,6 +142,7 @@ __all__ = [
     "ServerError",
     "SqliteJournal",
     "Stats",
+    "Stop",
     "Stopped",
     "StoredTokens",
     "Timeout",

@@ -144,6 +144,19 @@ class Settings:
             concurrency=o.pop("concurrency", None),
         )
         _check_type(o.get("session"), aiohttp.ClientSession, "session", "an aiohttp.ClientSession")
+        # Custom parts implement the whole protocol (nothing is probed later).
+        _check_type(
+            o.get("transport"),
+            Transport,
+            "transport",
+            "a Transport: async post(url, body, headers, timeout) and async aclose()",
+        )
+        _check_type(
+            o.get("limiter"),
+            Limiter,
+            "limiter",
+            "a Limiter: async start(), async acquire(), release(), async refused()",
+        )
         _check_type(o.get("rate_limit"), RateLimit, "rate_limit", "an aiob24flow.RateLimit")
         check_number(o.get("operating_limit", 480.0), "operating_limit", positive=True)
         size = o.get("max_response_size", DEFAULT_MAX_RESPONSE)

@@ -287,6 +287,8 @@ class ActiveConvergence(_ActiveReads):
                 yield position, self.states[flow_id]
 
     async def _converge(self) -> None:
+        # The work ahead: a read of each flow (unless given), a toggle at most.
+        self.control.expect(len(self.ids) * (1 if self.states is not None else 2))
         if self.states is None:
             await self.read_first(skip=self.lost)
         check: Iterable[tuple[int, bool]] = self.first_states()
@@ -300,6 +302,7 @@ class ActiveConvergence(_ActiveReads):
             newly_lost = await self.toggle(wrong)
             if not newly_lost:
                 break
+            control.expect(len(newly_lost))  # a read-back each
             if control.stopping:
                 for position in newly_lost:
                     self.settle(position, UNKNOWN, self.lost[position], journal=False)
@@ -328,6 +331,7 @@ class ActiveConvergence(_ActiveReads):
 
     async def sort_journaled(self, check: Iterable[tuple[int, bool]]) -> array[int]:
         wrong = self.sort(check)
+        self.control.expect(len(wrong))  # now the toggles ahead are known
         await self.journal_settled()
         return wrong
 
@@ -425,10 +429,10 @@ async def toggle_verified(
 ) -> BulkReport[Any]:
     """``activate_many(verify=True)``: toggle each flow exactly once, settled by read-back.
 
-    The snapshot read and the toggles are two operations: progress counts the flows that
-    could be read.
+    One operation for progress: a flow that cannot be read is counted failed at once.
     """
     control = Control(len(ids), stop, on_progress)
+    control.expect(2 * len(ids))  # a read and a toggle each
 
     async def snapshot() -> Job:
         return await run_job(pipeline, GET, ids, control, repeatable=True,
@@ -441,19 +445,21 @@ async def toggle_verified(
         job.fill(before, unread, unread)  # never read, so never toggled: failed
     if job is None or control.halted is not None:
         return build_report(ids, {}, unread, {}, control=control)
+    control.add(0, len(unread), 0)
     readable = [i for i in ids if i in before]
     report = await ActiveConvergence(
         pipeline,
         readable,
         lambda flow_id: not before[flow_id],
         pipeline.options.retry.attempts,
-        Control(len(readable), stop, on_progress),
+        control,
         result_value=lambda _: True,
         states=before,
-    ).run()
+    ).converge()
     return build_report(
-        ids, report.succeeded, {**unread, **report.failed}, report.unknown, set(report.changed)
-    )
+        ids, report.succeeded, {**unread, **report.failed}, report.unknown,
+        set(report.changed), control,
+    )  # fmt: skip
 
 
 class PinConvergence:
@@ -506,6 +512,7 @@ class PinConvergence:
     async def _converge(self) -> None:
         pending = list(self.ids)
         control = self.control
+        control.expect(len(pending))
         if self.lost:  # a resumed job: pins an earlier run sent without an answer
             await sleep_until(self.pipeline, wait_until(self.lost.values(), self.limit))
         while pending and not control.stopping:
@@ -516,6 +523,7 @@ class PinConvergence:
             sent = await run_job(self.pipeline, PIN, go, control, max_sends=1,
                                  report_progress=False, log=self.log)  # fmt: skip
             pending = self.fold(go, sent)
+            control.expect(len(pending))
             if sent.unknown and not control.stopping:
                 lost = list(sent.unknown.values())
                 await settle_pause(self.pipeline, lost)

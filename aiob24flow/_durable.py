@@ -90,15 +90,19 @@ class History:
                 self.first_state.setdefault(flow_id, code == OK_TRUE)
             self.last[flow_id] = (sent_at, code, errors.get(i))
 
-    def in_doubt(self, flow_id: int) -> B24Error | None:
-        """The lost-answer error of a flow whose last request may have run, else None."""
+    def in_doubt(self, flow_id: int, margin: float = 0.0) -> B24Error | None:
+        """The lost-answer error of a flow whose last request may have run, else None.
+
+        The intent is written just before the request leaves; ``margin`` (the connect
+        timeout) covers the time it may then still take to leave, so the wait for the
+        portal to finish it is never short."""
         last = self.last.get(flow_id)
         if last is None:
             return None
         sent_at, code, error = last
         if code is not None and code != UNKNOWN:
             return None
-        return doubt_error(sent_at, error)
+        return doubt_error(sent_at + margin, error)
 
     def answered(self, flow_id: int) -> tuple[int, B24Error | None] | None:
         """The settled outcome of the flow's last request (code, error), or None when it
@@ -136,7 +140,8 @@ async def run_journaled(
         record = log.record
         if record.finished and record.report is not None:
             report = decode_report(record.report)
-            control.add(len(report.succeeded), len(report.failed), len(report.unknown))
+            control.add(len(report.succeeded), len(report.failed), len(report.unknown),
+                        steps=len(report))  # fmt: skip
             return report
         method = {"activate_many": ACTIVATE, "set_active": ACTIVATE}.get(spec.operation)
         report = await run(log, History(record, method))
@@ -172,7 +177,8 @@ async def toggle_resumed(
             failed[flow_id] = answered[1] or ResponseLost("failed")
         else:
             succeeded[flow_id] = answered[0] == OK_TRUE if answered[0] != OK_VALUE else True
-    control.add(len(succeeded), len(failed), len(unknown))
+    done = len(succeeded) + len(failed) + len(unknown)
+    control.add(len(succeeded), len(failed), len(unknown), steps=done)  # done earlier
     job = await guarded(control, lambda: run_job(pipeline, method, to_send, control, log=log))
     if job is not None:
         job.fill(succeeded, failed, unknown)
@@ -229,11 +235,13 @@ async def converge_resumed(  # noqa: PLR0913 - the operation's inputs and its re
             failed[flow_id] = error or ResponseLost("failed")
         else:
             unknown[flow_id] = error or ResponseLost("did not converge")
-    control.add(len(succeeded), len(failed), len(unknown))
+    done = len(succeeded) + len(failed) + len(unknown)
+    control.add(len(succeeded), len(failed), len(unknown), steps=done)  # done earlier
     doubt: dict[int, B24Error] = {}
     sent: dict[int, int] = {}
+    margin = pipeline.options.timeout.connect
     for position, flow_id in enumerate(rest):
-        error = history.in_doubt(flow_id)
+        error = history.in_doubt(flow_id, margin)
         if error is not None:
             doubt[position] = error
         if history.sends[flow_id]:
@@ -271,15 +279,13 @@ async def verify_resumed(
             control.abort(exc)
             return build_report(ids, {}, {}, {}, control=control)
         before.update(read)
+    control.add(0, len(unread), 0)
     readable = [i for i in ids if i in before]
-    toggles = Control(len(readable), control.stop, control.on_progress)
     report = await converge_resumed(
         pipeline, readable, lambda flow_id: not before[flow_id],
-        pipeline.options.retry.attempts, toggles, log, history, states=before,
+        pipeline.options.retry.attempts, control, log, history, states=before,
         result_value=lambda _: True,
     )  # fmt: skip
-    if toggles.aborted is not None:
-        control.abort(toggles.aborted)
     return build_report(ids, report.succeeded, {**unread, **report.failed}, report.unknown,
                         set(report.changed))  # fmt: skip
 
@@ -305,10 +311,12 @@ async def pin_resumed(
             succeeded[flow_id] = pinned
         else:
             rest.append(flow_id)
-    control.add(len(succeeded), len(failed), len(unknown))
+    done = len(succeeded) + len(failed) + len(unknown)
+    control.add(len(succeeded), len(failed), len(unknown), steps=done)  # done earlier
     convergence = PinConvergence(pipeline, rest, pinned, max_sends, control, log=log)
+    margin = pipeline.options.timeout.connect
     for flow_id in rest:
-        error = history.in_doubt(flow_id)
+        error = history.in_doubt(flow_id, margin)
         if error is not None:
             convergence.lost[flow_id] = error
         convergence.sends[flow_id] = history.sends[flow_id]

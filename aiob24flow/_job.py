@@ -44,21 +44,47 @@ from ._errors import (
 from ._pipeline import Pipeline
 from ._retry import should_retry
 
-__all__ = ["Control", "Job", "Outcome", "Progress", "ProgressCallback"]
+__all__ = ["Control", "Job", "Outcome", "Progress", "ProgressCallback", "SendLog", "Stop"]
 
 
 @attrs.frozen
 class Progress:
-    """Where a bulk operation stands: passed to ``on_progress`` after every batch."""
+    """Where a bulk operation stands: passed to ``on_progress`` after every batch.
+
+    ``total``/``done`` count flows (``done`` = settled: succeeded, failed or unknown).
+    ``steps``/``steps_total`` count the work, one step per flow a request carried — a
+    read, a toggle, a read-back — so a bar of ``set_active`` moves while it reads, and its
+    ETA means something; ``steps_total`` is the work known so far (it grows when a lost
+    answer needs a read-back, and shrinks when a read shows nothing to toggle).
+    """
 
     total: int
     done: int
     succeeded: int
     failed: int
     unknown: int
+    steps: int = 0
+    steps_total: int = 0
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+class Stop(asyncio.Event):
+    """A stop signal for bulk calls, and an ``asyncio.Event``: ``set()`` sends no new
+    batch and waits for the answers of those on the wire (their real outcome is
+    reported); ``abandon()`` also stops waiting for those answers: their flows are
+    reported ``unknown`` at once (the requests may still run on the portal). A plain
+    ``asyncio.Event`` works as ``stop=`` too, without ``abandon()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.abandoned = asyncio.Event()
+
+    def abandon(self) -> None:
+        """Stop now: send nothing more and do not wait for the answers on the wire."""
+        self.set()
+        self.abandoned.set()
 
 
 class Control:
@@ -74,6 +100,8 @@ class Control:
         self.stop = stop
         self.on_progress = on_progress
         self.succeeded = self.failed = self.unknown = 0
+        self.steps = 0
+        self.steps_total = total  # one step per flow until an operation says more
         #: Why sending ended (None while it goes on).
         self.halted: BaseException | None = None
         #: The exception that ends the operation with ``BulkAborted``.
@@ -118,20 +146,30 @@ class Control:
                 self._unsent.__cause__ = reason
         return self._unsent
 
-    def add(self, ok: int, failed: int, unknown: int) -> None:
+    def expect(self, steps: int) -> None:
+        """The work still ahead is ``steps`` (reads, toggles, read-backs) from now on."""
+        self.steps_total = self.steps + max(0, steps)
+
+    def add(self, ok: int, failed: int, unknown: int, *, steps: int = 0) -> None:
+        """Flows settled (and ``steps`` of work done), told to ``on_progress``."""
         self.succeeded += ok
         self.failed += failed
         self.unknown += unknown
+        self.steps += steps
+        self.steps_total = max(self.steps_total, self.steps)
         callback = self.on_progress
         if callback is None or self.aborted is not None:
+            return
+        if not (ok or failed or unknown or steps):
             return
         done = self.succeeded + self.failed + self.unknown
         try:
             callback(
                 Progress(
-                    self.total, min(done, self.total), self.succeeded, self.failed, self.unknown
+                    self.total, min(done, self.total), self.succeeded, self.failed,
+                    self.unknown, self.steps, self.steps_total,
                 )
-            )
+            )  # fmt: skip
         except Exception as exc:  # the caller's callback: end the job, then raise
             self.on_progress = None
             self.abort(exc)
@@ -257,6 +295,7 @@ class Job:
         self._intents = 0  # workers that will claim once admitted
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
+        self._abandoned = False  # Stop.abandon(): the workers were cancelled on purpose
 
     # -- results, in input order --------------------------------------------------------
 
@@ -372,9 +411,15 @@ class Job:
         self._account_unsent()
 
     async def _watch_stop(self) -> None:
-        assert self.control.stop is not None
-        await self.control.stop.wait()
+        stop = self.control.stop
+        assert stop is not None
+        await stop.wait()
         self.control.halt(Stopped("stopped before sending"))
+        if isinstance(stop, Stop):
+            await stop.abandoned.wait()
+            self._abandoned = True
+            for task in self._tasks:  # the workers, on the wire or idle
+                task.cancel()
 
     def _account_unsent(self) -> None:
         positions = [*self._again, *range(self._cursor, len(self.ids))]
@@ -388,11 +433,24 @@ class Job:
         self._cursor = len(self.ids)
         self._progress(0, len(positions), 0)
 
-    def _progress(self, ok: int, failed: int, unknown: int) -> None:
-        if self.report_progress and (ok or failed or unknown):
-            self.control.add(ok, failed, unknown)
+    def _progress(self, ok: int, failed: int, unknown: int, *, steps: int = 0) -> None:
+        """Flows this job settled (when it reports them) and the work it did."""
+        if self.report_progress:
+            self.control.add(ok, failed, unknown, steps=steps)
+        elif steps:
+            self.control.add(0, 0, 0, steps=steps)
 
     async def _worker(self) -> None:
+        try:
+            await self._work()
+        except asyncio.CancelledError:
+            if not self._abandoned:
+                raise
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)  # 3.11+
+            if uncancel is not None:
+                uncancel()
+
+    async def _work(self) -> None:
         control = self.control
         while True:
             if control.halted is not None:
@@ -416,6 +474,19 @@ class Job:
     async def _send(self, claim: _Claim) -> None:
         try:
             result = await self.pipeline.send_bulk(claim, self.method)
+        except asyncio.CancelledError:
+            if self._abandoned and claim.positions is not None:
+                # On the wire when the caller abandoned it: it may run on the portal.
+                lost = ResponseLost(
+                    "abandoned: the answer was not awaited (Stop.abandon); it may have run",
+                    method=self.method,
+                )
+                lost.finished = False
+                lost.sent_at = asyncio.get_running_loop().time()
+                for position in claim.positions:
+                    self._set_error(position, UNKNOWN, lost)
+                self._progress(0, 0, len(claim.positions), steps=len(claim.positions))
+            raise
         except B24Error as exc:
             self._fold_error(claim, exc)
         except Exception as exc:  # a bug or an odd failure: never guess what happened
@@ -425,7 +496,7 @@ class Job:
                 lost.finished = False
                 for position in claim.positions:
                     self._set_error(position, UNKNOWN, lost)
-                self._progress(0, 0, len(claim.positions))
+                self._progress(0, 0, len(claim.positions), steps=len(claim.positions))
             self.control.abort(exc)
         else:
             self._fold(claim.positions or [], claim.keys, result)
@@ -501,7 +572,7 @@ class Job:
                 failed += 1
         if is_withheld(error) or is_systemic(error):
             self.control.halt(error)
-        self._progress(0, failed, unknown)
+        self._progress(0, failed, unknown, steps=len(positions))
 
     def _fold(self, positions: list[int], keys: list[str], answer: BulkAnswer) -> None:
         results, raw_errors = answer.results, answer.errors
@@ -515,7 +586,7 @@ class Job:
             status = self.status
             for position in positions:
                 status[position] = OK_TRUE
-            self._progress(len(positions), 0, 0)
+            self._progress(len(positions), 0, 0, steps=len(positions))
             return
         ok = failed = unknown = 0
         systemic: B24Error | None = None
@@ -548,7 +619,7 @@ class Job:
             systemic = self._refused_alike(positions)
         if systemic is not None:
             self.control.halt(systemic)
-        self._progress(ok, failed, unknown)
+        self._progress(ok, failed, unknown, steps=len(positions))
 
     def _refused_alike(self, positions: list[int]) -> B24Error | None:
         """Every command of a batch refused with one code that means "this credential or

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import attrs
@@ -102,6 +102,7 @@ class RateLimit:
         return max(0.0, (requests - self.burst) / self.per_second)
 
 
+@runtime_checkable
 class Limiter(Protocol):
     """What the client needs of a limiter; the Redis backend implements it too."""
 

@@ -21,7 +21,7 @@ __all__ = ["BulkReport", "build_report", "finish", "guarded", "job_report", "uns
 T = TypeVar("T")
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class BulkReport(Generic[T]):
     """What happened to every flow of a bulk operation; each id is in exactly one map.
 
@@ -49,6 +49,11 @@ class BulkReport(Generic[T]):
 
     def __len__(self) -> int:
         return len(self.succeeded) + len(self.failed) + len(self.unknown)
+
+    def __repr__(self) -> str:
+        # Counts only: a report of a million flows must not print a million entries.
+        counts = ", ".join(f"{k}={v}" for k, v in self.summary().items())
+        return f"<BulkReport {counts}>"
 
     def summary(self) -> dict[str, int]:
         """Counts: total, succeeded, changed, failed, unknown."""

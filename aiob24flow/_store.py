@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -43,6 +44,8 @@ __all__ = [
     "TokenLease",
     "TokenStore",
 ]
+
+logger = logging.getLogger("aiob24flow")
 
 _TOKEN_FIELDS = ("access_token", "refresh_token", "expires_at", "member_id",
                  "client_endpoint", "scope")  # fmt: skip
@@ -120,11 +123,32 @@ class RedisTokenStore:
         self.lock_key = f"{key}:lock"
         self.lock_ttl = float(lock_ttl)
         self._poll = poll
+        self._checked = False
 
     def __repr__(self) -> str:
         return f"RedisTokenStore({self._url}, key={self.key!r})"
 
+    async def _check_persistence(self) -> None:
+        """Warn once when Redis says it keeps no append-only file: a restart then brings
+        back an RDB snapshot (minutes old) or nothing, and a pair refreshed since is lost
+        with the portal's access, unless ``on_refresh`` saved it elsewhere."""
+        self._checked = True
+        try:
+            answer = await self._redis.config_get("appendonly")
+        except Exception:  # CONFIG is often disabled on managed Redis: nothing to say
+            return
+        value = answer.get("appendonly") if isinstance(answer, dict) else None
+        if value == "no":
+            logger.warning(
+                "RedisTokenStore at %s: Redis runs with appendonly no, so a restart can "
+                "lose the refreshed tokens (and the portal's access with them); run Redis "
+                "with appendonly yes, or save each pair with on_refresh as well",
+                self._url,
+            )
+
     async def read(self) -> StoredTokens:
+        if not self._checked:
+            await self._check_persistence()
         fields = await self._redis.hgetall(self.key)
         return StoredTokens(_tokens_from_fields(fields), fields.get("spending") or None)
 

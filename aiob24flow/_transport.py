@@ -11,7 +11,7 @@ import asyncio
 import socket
 import ssl as ssl_
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import aiohttp
 import attrs
@@ -30,6 +30,7 @@ class RawResponse:
     body: bytes
 
 
+@runtime_checkable
 class Transport(Protocol):
     """Anything that can POST bytes and tell "not sent" from "answer lost"."""
 

@@ -115,6 +115,9 @@ class AnswersMadeInAdvance:
                       "time": times[keys[0]]}  # fmt: skip
             self._answers[keys[0].encode()] = RawResponse(200, _json.dumps(answer))
 
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
     async def post(self, url: str, body: bytes, headers: object, timeout: Timeout) -> RawResponse:
         start = body.index(b'"cmd":{"') + 8
         return self._answers[body[start : body.index(b'"', start)]]

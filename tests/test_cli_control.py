@@ -218,3 +218,47 @@ async def test_usage_errors_are_one_line_and_exit_2(
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert message in err
+
+
+@pytest.mark.skipif(not NAMESPACES, reason="needs root and mount namespaces (unshare -m)")
+async def test_a_token_file_that_turns_read_only_mid_job_is_one_line_and_exit_1(
+    tmp_path: Path,
+) -> None:
+    """The token file's directory turns read-only while the job runs, then the token
+    expires: the refresh cannot take the file's lock. A typed error (no raw
+    ``PermissionError``), the flows not sent ``failed``, one line saying the file could not
+    be locked and that no refresh token was spent, exit 1."""
+    async with serve(flows=600, burst=2, leak=4.0) as server:
+        directory = tmp_path / "tokens"
+        directory.mkdir()
+        path = directory / "tokens.json"
+        token_file(server, path, expired=False)
+        proc = await asyncio.create_subprocess_exec(
+            "unshare", "-m", "sh", "-c", f'mount --bind "{directory}" "{directory}" && exec "$@"',
+            "sh", str(CLI_SCRIPT), "activate", "1-600", "--oauth", str(path),
+            "--burst", "2", "--per-second", "4",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while server.state.requests < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert server.state.requests >= 2 and proc.returncode is None
+        remount = subprocess.run(
+            ["nsenter", "-t", str(proc.pid), "-m", "mount", "-o", "remount,bind,ro",
+             str(directory)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert remount.returncode == 0, remount.stderr
+        for entry in server.state.access_tokens.values():
+            entry.expires_at = 0  # the next request meets expired_token
+        out_b, err_b = await asyncio.wait_for(proc.communicate(), 60)
+        out, err = out_b.decode(), err_b.decode()
+    assert proc.returncode == 1, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "PermissionError" not in err.split(":", 1)[0]  # not a raw exception's name first
+    assert "could not be locked" in err and "no refresh token was spent" in err
+    assert server.state.token_requests == 0  # the refresh token was never sent
+    toggled = server.state.activations
+    assert all(toggled[i] <= 1 for i in range(1, 601))
+    assert re.search(rf"failed +{600 - toggled.total()}", out), out

@@ -213,7 +213,7 @@ def _under_a_file(path: Path) -> Path:
     [
         (_corrupt, "file is not a database"),
         (_directory, "unable to open database file"),
-        (_under_a_file, "Not a directory"),
+        (_under_a_file, "Not a directory|unable to open database file"),
     ],
 )
 async def test_a_journal_that_cannot_be_opened_is_one_line_exit_74_before_any_request(
@@ -226,7 +226,7 @@ async def test_a_journal_that_cannot_be_opened_is_one_line_exit_74_before_any_re
         assert (code, out) == (74, ""), err
         line = one_line(err)
         assert line.startswith(f"aiob24flow: error: journal {location}: ")
-        assert reason in line and line.endswith("; nothing was sent")
+        assert re.search(reason, line) and line.endswith("; nothing was sent")
         assert server.state.requests == 0
 
 

@@ -136,3 +136,65 @@ async def test_a_cancelled_run_leaves_flows_in_doubt_and_set_active_settles_them
         assert all(not server.state.flows[i].active for i in range(1, 101))
         assert all(server.state.activations[i] == 1 for i in range(1, 101))
         assert len(report.changed) == 100
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "directory", "missing-dir"])
+async def test_a_journal_that_cannot_be_opened_is_an_error_before_any_request(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "j.db"
+    if kind == "corrupt":
+        path.write_bytes(b"this is not a database" * 100)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path = tmp_path / "no" / "such" / "dir" / "j.db"
+    async with serve(flows=10) as server, b24.SqliteJournal(path) as journal:
+        async with client_for(server) as client:
+            with pytest.raises(b24.JournalError, match="journal"):
+                await client.activate_many(range(1, 11), journal=journal, job_id="a")
+        assert server.state.requests == 0
+
+
+class _FailingAfter:
+    """A journal whose job log fails its writes after ``n`` intents (a disk that fills)."""
+
+    def __init__(self, inner: b24.SqliteJournal, n: int) -> None:
+        self.inner = inner
+        self.n = n
+
+    async def open_job(self, job_id: str, spec: b24.JobSpec) -> Any:
+        log = await self.inner.open_job(job_id, spec)
+        budget = self
+
+        class Log:
+            record = log.record
+
+            async def intent(self, method: str, ids: Any, seq: int | None) -> int:
+                if budget.n <= 0:
+                    raise b24.JournalError("journal: disk full")
+                budget.n -= 1
+                return await log.intent(method, ids, seq)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(log, name)
+
+        return Log()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_journal_that_fails_mid_job_sends_nothing_more(tmp_path: Path) -> None:
+    async with (
+        serve(flows=1000) as server,
+        b24.SqliteJournal(tmp_path / "j.db") as inner,
+        client_for(server, concurrency=1) as client,
+    ):
+        journal: Any = _FailingAfter(inner, 3)
+        report = await client.activate_many(range(1, 1001), journal=journal, job_id="a")
+    assert server.state.requests == 3  # the three batches whose intents were written
+    assert len(report.succeeded) == 150
+    assert len(report.failed) == 850 and not report.unknown
+    assert all(server.state.activations[i] == 1 for i in range(1, 151))
+    assert server.state.activations.total() == 150

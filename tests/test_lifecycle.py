@@ -417,3 +417,23 @@ async def test_interrupts_reach_a_task_inside_nested_waiting_sections() -> None:
     assert interrupts.interrupt(lambda: b24.Stopped("stopped")) == 1
     with pytest.raises(b24.Stopped):
         await task
+
+
+async def test_stop_abandon_returns_at_once_with_the_flows_on_the_wire_unknown() -> None:
+    async with serve(flows=200, latency=5.0) as server:
+        stop = b24.Stop()
+        async with b24.FlowClient.from_webhook(
+            server.webhook_url(), rate_limit=b24.RateLimit.unlimited(), concurrency=2
+        ) as client:
+            task = asyncio.create_task(client.activate_many(range(1, 201), stop=stop))
+            while server.state.requests < 2:
+                await asyncio.sleep(0.01)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            stop.abandon()
+            report = await asyncio.wait_for(task, 3)
+            assert loop.time() - started < 1
+        assert len(report.unknown) == 100 and len(report.failed) == 100
+        assert all(isinstance(e, b24.ResponseLost) for e in report.unknown.values())
+        assert all(isinstance(e, b24.Stopped) for e in report.failed.values())
+        assert not report.succeeded

@@ -277,3 +277,22 @@ async def test_two_cli_runs_on_one_token_file_refresh_once(tmp_path: Path) -> No
         saved = json.loads(path.read_text())
         assert saved["refresh_token"] in server.state.refresh_tokens
         assert "spending_refresh_token" not in saved
+
+
+async def test_a_store_on_redis_without_an_append_only_file_warns_once(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The test server runs with ``appendonly no``: a restart could lose a refreshed pair,
+    and with it the portal; the store says so once, at its first read."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="aiob24flow")
+    store = b24.RedisTokenStore(redis_url, f"t:aof:{free_port()}")
+    try:
+        await store.read()
+        await store.read()
+    finally:
+        await store.aclose()
+    warnings = [r for r in caplog.records if "appendonly no" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "on_refresh" in warnings[0].getMessage()

@@ -34,7 +34,13 @@ class ProgressBar:
         return self.update
 
     def update(self, progress: Progress) -> None:
-        self._progress.update(self._task, completed=progress.done)
+        # The work done (reads, toggles, read-backs), so the bar moves while set-active
+        # reads and its ETA means something; the total grows or shrinks as it is known.
+        self._progress.update(
+            self._task,
+            completed=progress.steps,
+            total=max(progress.steps_total, progress.steps, 1),
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:

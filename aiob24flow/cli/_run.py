@@ -203,7 +203,7 @@ async def _run_job(
                     _print_report(job, out)
                 except BrokenPipeError:
                     silence_stdout()
-        except asyncio.CancelledError:  # the second Ctrl-C
+        except asyncio.CancelledError:  # the third Ctrl-C
             raise KeyboardInterrupt from None
     return job
 

@@ -9,25 +9,39 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
+from .._job import Stop
+
 __all__ = ["CtrlC"]
 
 
 class CtrlC:
     """While entered, SIGINT sets ``stop`` (no new batch leaves; those on the wire
-    finish) and says so on stderr; a second SIGINT cancels ``task``.
+    finish) and says so on stderr; a second SIGINT abandons the answers on the wire (the
+    job returns at once and its report says those flows are unknown); a third cancels
+    ``task``.
 
     ``interrupted`` tells afterwards whether it happened.
     """
 
     def __init__(self, task: asyncio.Task[object] | None) -> None:
-        self.stop = asyncio.Event()
+        self.stop = Stop()
         self.interrupted = False
+        self._presses = 0
         self._task = task
         self._loop = asyncio.get_running_loop()
         self._restore: Callable[[], object] | None = None
 
     def _on_sigint(self) -> None:
-        if self.interrupted:  # a second Ctrl-C: stop waiting for what is on the wire
+        self._presses += 1
+        if self._presses == 2:  # stop waiting for what is on the wire; still report
+            self.stop.abandon()
+            print(
+                "interrupted again: not waiting for the answers in flight (those flows "
+                "are reported unknown)",
+                file=sys.stderr,
+            )
+            return
+        if self._presses > 2:
             if self._task is not None:
                 self._task.cancel()
             return
