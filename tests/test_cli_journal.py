@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -369,6 +371,34 @@ async def test_ctrl_c_leaves_the_job_resumable_and_every_flow_toggles_once(
         assert all(server.state.activations[i] == 1 for i in range(1, 1001))
         code, out, _ = await run_cli("jobs", "--journal", journal)
         assert re.search(rf"{job_id} +activate +1000 +finished +succeeded 1000, changed 1000 ", out)
+
+
+async def test_a_second_ctrl_c_leaves_flows_in_doubt_and_the_rerun_reads_them_back(
+    tmp_path: Path,
+) -> None:
+    journal = str(tmp_path / "jobs.db")
+    # Every toggle runs, then its answer hangs: all four batches are on the wire when the
+    # two Ctrl-Cs come, so the run stops waiting for them and reports them unknown.
+    faults = Faults(hang_after=1.0, hang_seconds=4, methods=frozenset({ACTIVATE}))
+    async with serve(flows=200, faults=faults) as server:
+        args = ["set-active", "--off", "1-200", "--journal", journal, "--json", *FAST,
+                "--webhook", server.webhook_url()]  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            str(CLI_SCRIPT), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        deadline = time.monotonic() + 30
+        while server.state.activations.total() < 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+        assert proc.returncode == 130, err.decode()
+        assert json.loads(out)["summary"]["unknown"] == 200
+        code, out_text, err_text = await run_cli(*args)
+        assert code == 0, err_text
+        assert json.loads(out_text)["summary"]["succeeded"] == 200
+        assert all(server.state.activations[i] == 1 for i in range(1, 201))
 
 
 # -- aiob24flow jobs ------------------------------------------------------------------------
