@@ -12,6 +12,7 @@ from .._auth import DEFAULT_TOKEN_URL
 from .._client import FlowClient
 from .._limiter import RateLimit
 from .._redact import redact
+from .._timeout import Timeout
 from ._credentials import TokenFile, token_store, webhook_base, with_redis
 from ._errors import UsageError, error_text
 
@@ -38,6 +39,16 @@ def add_connection_options(parser: OneLineParser) -> None:
         metavar="URL",
         help="send every request through this http:// proxy "
         "(default: $HTTPS_PROXY / $NO_PROXY when set)",
+    )
+    net.add_argument(
+        "--portal-limit",
+        type=positive,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a request may keep running on the portal after its answer was lost "
+        "(default 60, the cloud's limit; a self-hosted portal has its own PHP "
+        "max_execution_time): a read that shows a lost toggle did not take is trusted, and a "
+        "lost pin is sent again, only after that",
     )
     pace = parser.add_argument_group("pace")
     pace.add_argument(
@@ -98,6 +109,7 @@ def make_client(
         # The CLI honours HTTPS_PROXY / NO_PROXY like other command-line HTTP tools.
         "trust_env": True,
         "proxy": args.proxy,
+        "timeout": Timeout(portal_limit=args.portal_limit),
     }
     if args.ca_bundle:
         if not os.path.isfile(args.ca_bundle):

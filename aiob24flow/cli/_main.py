@@ -12,7 +12,7 @@ from .._errors import B24Error
 from .._version import __version__
 from ._connect import add_connection_options
 from ._credentials import add_credential_options
-from ._errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, error_text
+from ._errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, CommandError, error_text
 from ._ids import ids_options
 from ._report import add_output_options, silence_stdout
 from .commands import REGISTER
@@ -56,9 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except UsageError as exc:
+    except CommandError as exc:  # a usage error (2), a journal that cannot be used ...
         print(f"aiob24flow: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.code
     except B24Error as exc:
         print(f"aiob24flow: {error_text(exc)}", file=sys.stderr)
         return EXIT_INCOMPLETE

@@ -75,6 +75,7 @@ def report_json(
     command: str = "",
     dry_run: bool = False,
     interrupted: bool = False,
+    job_id: str | None = None,
 ) -> dict[str, Any]:
     """The ``--json`` document; README's "JSON output" section describes every field."""
     out: dict[str, Any] = {
@@ -82,6 +83,7 @@ def report_json(
         "command": command,
         "dry_run": dry_run,
         "interrupted": interrupted,
+        "job_id": job_id,
         "summary": report.summary(),
         "succeeded": {str(k): v for k, v in report.succeeded.items()},
         "changed": list(report.changed),

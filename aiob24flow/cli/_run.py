@@ -1,5 +1,6 @@
-"""The run loop of a bulk command: ids in, one client, the job under Ctrl-C, the report
-out, and the exit code."""
+"""The run loop of a bulk command: ids in, one client (and the journal of a journaled
+command, closed at the end whatever happens), the job under Ctrl-C, the report out, and
+the exit code."""
 
 from __future__ import annotations
 
@@ -15,12 +16,23 @@ from typing import Any, Protocol, TextIO
 import attrs
 
 from .._client import FlowClient
+from .._errors import JournalError
 from .._job import Progress
+from .._journal import JobSpec, Journal
 from .._report import BulkReport
 from ._connect import make_client
 from ._credentials import TokenFile
 from ._errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 from ._ids import read_ids
+from ._journal import (
+    AnnouncedJournal,
+    add_journal_options,
+    check_job_options,
+    job_id_for,
+    journal_cause,
+    journal_failure,
+    open_journal,
+)
 from ._progress import ProgressBar
 from ._report import (
     note,
@@ -45,10 +57,13 @@ class Subparsers(Protocol):
 
 @attrs.frozen
 class JobHooks:
-    """What a bulk call gets from the run loop: progress reports and the stop event."""
+    """What a bulk call gets from the run loop: progress reports, the stop event, and the
+    journal and job id of a journaled command (``--journal``; None otherwise)."""
 
     on_progress: Callable[[Progress], None] | None
     stop: asyncio.Event
+    journal: Journal | None = None
+    job_id: str | None = None
 
 
 class BulkCommand:
@@ -61,6 +76,7 @@ class BulkCommand:
     name = ""
     help = ""
     description: str | None = None  # the longer text of ``COMMAND --help``
+    journaled = False  # takes --journal / --job-id (and says what its job is: ``job_spec``)
 
     def register(self, sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         parser = sub.add_parser(
@@ -68,6 +84,8 @@ class BulkCommand:
         )
         parser.set_defaults(func=self)
         self.add_arguments(parser)
+        if self.journaled:
+            add_journal_options(parser)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The command's own arguments (none by default)."""
@@ -75,6 +93,10 @@ class BulkCommand:
     async def send(
         self, client: FlowClient, args: argparse.Namespace, ids: list[int], hooks: JobHooks
     ) -> BulkReport[Any]:
+        raise NotImplementedError
+
+    def job_spec(self, args: argparse.Namespace, ids: list[int]) -> JobSpec:
+        """What the job sends, as the journal knows it (its default id is a digest)."""
         raise NotImplementedError
 
     def title(self, args: argparse.Namespace) -> str:
@@ -123,6 +145,7 @@ def run_loop(coro: Coroutine[Any, Any, int]) -> int:
 
 async def run_bulk(command: BulkCommand, args: argparse.Namespace, out: TextIO) -> int:
     tell = _silent if args.quiet else note
+    journaled = check_job_options(args, command.dry_run(args))
     flow_ids = read_ids(args.ids, args.ids_file)
     if flow_ids.repeats:
         tell(f"{plural(flow_ids.repeats, 'repeated flow id')} dropped (each flow is sent once)")
@@ -130,33 +153,73 @@ async def run_bulk(command: BulkCommand, args: argparse.Namespace, out: TextIO) 
     store = TokenFile(args.oauth) if args.oauth else None
     if store is not None and not args.oauth_redis:
         store.check_writable()
+    job_id = _job_id(command, args, ids) if journaled else None
     client = make_client(args, store, tell)
+    journal = open_journal(args.journal) if journaled else None  # no I/O yet
+    try:
+        announced = AnnouncedJournal(journal, tell) if journal is not None else None
+        job = await _run_job(command, args, ids, client, announced, job_id, out)
+    except JournalError as exc:  # raised before any request, or by the final write
+        sent = client.stats().requests > 0
+        raise journal_failure(exc, job_id or "", args.journal, sent=sent) from None
+    finally:
+        if journal is not None:
+            await journal.aclose()
+    for line in command.notes(args, job.report):
+        tell(line)
+    if store is not None and store.save_error is not None:
+        print(store.save_failure(spent=client.stats().refreshes > 0), file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return _exit_code(job)
+
+
+def _job_id(command: BulkCommand, args: argparse.Namespace, ids: list[int]) -> str:
+    """``--job-id``, else the command and a digest of what it sends."""
+    given: str | None = args.job_id
+    return given or job_id_for(command.name, command.job_spec(args, ids))
+
+
+async def _run_job(
+    command: BulkCommand,
+    args: argparse.Namespace,
+    ids: list[int],
+    client: FlowClient,
+    journal: Journal | None,
+    job_id: str | None,
+    out: TextIO,
+) -> _Job:
+    """Send the job under Ctrl-C and print its report."""
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
     started = time.monotonic()
     with CtrlC(asyncio.current_task()) as ctrl_c:
         try:
             async with client:
                 with ProgressBar(show_bar, len(ids), command.name) as on_progress:
-                    hooks = JobHooks(on_progress, ctrl_c.stop)
+                    hooks = JobHooks(on_progress, ctrl_c.stop, journal, job_id)
                     report = await command.send(client, args, ids, hooks)
-                job = _Job(command, args, ids, report, client, time.monotonic() - started)
+                elapsed = time.monotonic() - started
+                job = _Job(command, args, ids, report, client, elapsed, ctrl_c.interrupted, job_id)
                 try:
-                    _print_report(job, out, ctrl_c.interrupted)
+                    _print_report(job, out)
                 except BrokenPipeError:
                     silence_stdout()
-        except asyncio.CancelledError:  # the second Ctrl-C
+        except asyncio.CancelledError:  # the third Ctrl-C
             raise KeyboardInterrupt from None
-    for line in command.notes(args, report):
-        tell(line)
-    if store is not None and store.save_error is not None:
-        print(store.save_failure(spent=client.stats().refreshes > 0), file=sys.stderr)
-        return EXIT_INCOMPLETE
-    if ctrl_c.interrupted:
+    return job
+
+
+def _exit_code(job: _Job) -> int:
+    if job.interrupted:
         return EXIT_INTERRUPTED
-    cause = systemic_cause(report)
+    failure = journal_cause(job.report)
+    if failure is not None:  # the journal failed part-way: nothing more was sent
+        error = journal_failure(failure, job.job_id or "", str(job.args.journal), sent=True)
+        print(f"aiob24flow: error: {error}", file=sys.stderr)
+        return error.code
+    cause = systemic_cause(job.report)
     if cause is not None:
         print(f"aiob24flow: {systemic_line(cause)}", file=sys.stderr)
-    return EXIT_OK if report.ok else EXIT_INCOMPLETE
+    return EXIT_OK if job.report.ok else EXIT_INCOMPLETE
 
 
 def _silent(text: str) -> None:
@@ -173,14 +236,21 @@ class _Job:
     report: BulkReport[Any]
     client: FlowClient
     elapsed: float
+    interrupted: bool
+    job_id: str | None  # the journal's, for a journaled job
 
 
-def _print_report(job: _Job, out: TextIO, interrupted: bool) -> None:
-    command, args, report = job.command, job.args, job.report
+def _print_report(job: _Job, out: TextIO) -> None:
+    command, args, report, interrupted = job.command, job.args, job.report, job.interrupted
     dry_run = command.dry_run(args)
     if args.json:
         document = report_json(
-            report, job.client, command=command.name, dry_run=dry_run, interrupted=interrupted
+            report,
+            job.client,
+            command=command.name,
+            dry_run=dry_run,
+            interrupted=interrupted,
+            job_id=job.job_id,
         )
         write_json(document, out)
         out.flush()

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..._client import FlowClient
+from ..._journal import JobSpec
 from ..._report import BulkReport
 from .._report import id_ranges
 from .._run import BulkCommand, JobHooks, Subparsers
@@ -15,6 +16,8 @@ __all__ = ["register"]
 
 class _SetState(BulkCommand):
     noun = ""
+    operation = ""  # the journal's name of the call
+    journaled = True
 
     def __init__(self) -> None:
         self.help = f"make flows {self.noun} (--on) or not (--off), whatever their state now"
@@ -32,10 +35,14 @@ class _SetState(BulkCommand):
             help=f"make them not {self.noun}",
         )
 
+    def job_spec(self, args: argparse.Namespace, ids: list[int]) -> JobSpec:
+        return JobSpec(self.operation, ids, bool(args.state))
+
 
 class SetActive(_SetState):
     name = "set-active"
     noun = "active"
+    operation = "set_active"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         super().add_arguments(parser)
@@ -49,7 +56,13 @@ class SetActive(_SetState):
         self, client: FlowClient, args: argparse.Namespace, ids: list[int], hooks: JobHooks
     ) -> BulkReport[Any]:
         return await client.set_active(
-            ids, args.state, dry_run=args.dry_run, on_progress=hooks.on_progress, stop=hooks.stop
+            ids,
+            args.state,
+            dry_run=args.dry_run,
+            on_progress=hooks.on_progress,
+            stop=hooks.stop,
+            journal=hooks.journal,
+            job_id=hooks.job_id,
         )
 
     def dry_run(self, args: argparse.Namespace) -> bool:
@@ -68,12 +81,18 @@ class SetPinned(_SetState):
 
     name = "set-pinned"
     noun = "pinned"
+    operation = "set_pinned"
 
     async def send(
         self, client: FlowClient, args: argparse.Namespace, ids: list[int], hooks: JobHooks
     ) -> BulkReport[Any]:
         return await client.set_pinned(
-            ids, args.state, on_progress=hooks.on_progress, stop=hooks.stop
+            ids,
+            args.state,
+            on_progress=hooks.on_progress,
+            stop=hooks.stop,
+            journal=hooks.journal,
+            job_id=hooks.job_id,
         )
 
 

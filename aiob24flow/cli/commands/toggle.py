@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from ..._client import FlowClient
+from ..._journal import JobSpec
 from ..._report import BulkReport
 from .._run import BulkCommand, JobHooks, Subparsers
 
@@ -19,6 +20,7 @@ __all__ = ["register"]
 class _Toggle(BulkCommand):
     on, off = "", ""  # the two states: "active", "inactive"
     setter = ""  # the command that sets the state instead
+    journaled = True
 
     def __init__(self) -> None:
         self.help = (
@@ -53,11 +55,19 @@ class Activate(_Toggle):
             help="read states before and after lost answers so nothing stays unknown",
         )
 
+    def job_spec(self, args: argparse.Namespace, ids: list[int]) -> JobSpec:
+        return JobSpec("activate_many", ids, None, bool(args.verify))
+
     async def send(
         self, client: FlowClient, args: argparse.Namespace, ids: list[int], hooks: JobHooks
     ) -> BulkReport[Any]:
         return await client.activate_many(
-            ids, verify=args.verify, on_progress=hooks.on_progress, stop=hooks.stop
+            ids,
+            verify=args.verify,
+            on_progress=hooks.on_progress,
+            stop=hooks.stop,
+            journal=hooks.journal,
+            job_id=hooks.job_id,
         )
 
 
@@ -66,10 +76,19 @@ class Pin(_Toggle):
     on, off = "pinned", "unpinned"
     setter = "set-pinned"
 
+    def job_spec(self, args: argparse.Namespace, ids: list[int]) -> JobSpec:
+        return JobSpec("pin_many", ids)
+
     async def send(
         self, client: FlowClient, args: argparse.Namespace, ids: list[int], hooks: JobHooks
     ) -> BulkReport[Any]:
-        return await client.pin_many(ids, on_progress=hooks.on_progress, stop=hooks.stop)
+        return await client.pin_many(
+            ids,
+            on_progress=hooks.on_progress,
+            stop=hooks.stop,
+            journal=hooks.journal,
+            job_id=hooks.job_id,
+        )
 
     def details(self, args: argparse.Namespace, report: BulkReport[Any]) -> list[str]:
         lines = super().details(args, report)
