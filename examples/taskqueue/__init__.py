@@ -1,0 +1,1 @@
+"""A journaled bulk job run by a real task queue (saq on Redis); see README.md here."""
