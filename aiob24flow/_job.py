@@ -21,7 +21,7 @@ import asyncio
 import enum
 import operator
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import repeat
 from typing import Any, Protocol
 
@@ -208,14 +208,17 @@ class _Claim:
         prefix = job.prefix
         return _json.dumps({"halt": 0, "cmd": {key: prefix + key for key in self.keys}})
 
-    async def ready(self) -> None:
-        """Write ahead: the intent is durable before the request leaves (each re-send
-        records its new send time)."""
-        log = self.job.log
-        if log is not None and self.ids is not None:
-            self.seq = await log.intent(self.job.method, self.ids, self.seq)
-            if not log.held():  # paused past its lease: another runner may have the job
-                raise JournalError("not sent: this runner no longer holds the job")
+    def ready(self) -> Awaitable[None] | None:
+        """Write ahead when the job is journaled: the intent is durable before the request
+        leaves (each re-send records its new send time)."""
+        if self.job.log is None or self.ids is None:
+            return None
+        return self._write_ahead(self.job.log, self.ids)
+
+    async def _write_ahead(self, log: SendLog, ids: list[int]) -> None:
+        self.seq = await log.intent(self.job.method, ids, self.seq)
+        if not log.held():  # paused past its lease: another runner may have the job
+            raise JournalError("not sent: this runner no longer holds the job")
 
     def decode(self, body: bytes) -> Any:
         return loads_bulk_answer(body)

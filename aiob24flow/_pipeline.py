@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import tenacity
@@ -67,9 +67,10 @@ class Outgoing(Protocol):
 
     def body(self) -> bytes: ...
 
-    async def ready(self) -> None:
+    def ready(self) -> Awaitable[None] | None:
         """Called after ``body()`` and before the first byte leaves: a journaled job makes
-        its intent durable here (write ahead)."""
+        its intent durable here (write ahead) and returns the awaitable that does it;
+        None when there is nothing to write (no coroutine on the hot path)."""
         ...
 
     def decode(self, body: bytes) -> Any:
@@ -92,7 +93,7 @@ class Fixed:
     def body(self) -> bytes:
         return self._body
 
-    async def ready(self) -> None:
+    def ready(self) -> None:
         """Nothing to write ahead."""
 
 
@@ -179,11 +180,9 @@ class Pipeline:
 
     # -- what jobs use besides sending ------------------------------------------------------
 
-    @contextmanager
-    def waiting(self) -> Iterator[None]:
+    def waiting(self) -> AbstractContextManager[None]:
         """A section that ``aclose()`` and a job's stop interrupt (see ``Interrupts``)."""
-        with self.shared.interrupts.waiting():
-            yield
+        return self.shared.interrupts.waiting()  # not wrapped: it is on every request
 
     def interrupt(
         self,
@@ -266,12 +265,34 @@ class Pipeline:
         budget_methods: tuple[str, ...],
         ticket: _Ticket,
     ) -> Envelope:
+        """Admission: a connection slot, the operating budget, the limiter and a token,
+        each a waiting section; then the body is claimed, at the last moment."""
         shared = self.shared
         # Waiting: aclose() and a job's stop interrupt these, and only these.
         with self.waiting():
             await shared.slots.acquire()
         try:
-            headers, body = await self._admit(outgoing, budget_methods, ticket)
+            with self.waiting():
+                await shared.budget.wait(budget_methods)
+                shared.stats.limiter_wait_seconds += await shared.limiter.acquire()
+                try:
+                    headers, ticket.token = await shared.auth.headers()
+                except BaseException as exc:
+                    shared.limiter.release()
+                    if isinstance(exc, OAuthError):
+                        raise not_sent_for(exc) from exc
+                    raise
+            try:
+                if shared.closed:
+                    raise ClientClosed("not sent: the client was closed")
+                body = outgoing.body()
+                ahead = outgoing.ready()  # write ahead (a journaled job), if it has to
+                if ahead is not None:
+                    await ahead
+            except BaseException:
+                shared.limiter.release()
+                raise
+            headers["Content-Type"] = "application/json"
             return await self._send_single(method, body, headers, outgoing)
         except B24Error as exc:
             failure = exc
@@ -279,33 +300,6 @@ class Pipeline:
             shared.slots.release()
         await self._account(failure)  # with the slot given back
         raise failure
-
-    async def _admit(
-        self, outgoing: Outgoing, budget_methods: tuple[str, ...], ticket: _Ticket
-    ) -> tuple[dict[str, str], bytes]:
-        """Wait for the budget, the limiter and a token; then claim the body."""
-        shared = self.shared
-        with self.waiting():
-            await shared.budget.wait(budget_methods)
-            shared.stats.limiter_wait_seconds += await shared.limiter.acquire()
-            try:
-                headers, ticket.token = await shared.auth.headers()
-            except BaseException as exc:
-                shared.limiter.release()
-                if isinstance(exc, OAuthError):
-                    raise not_sent_for(exc) from exc
-                raise
-        # The last moment before the request leaves: claim or withhold.
-        try:
-            if shared.closed:
-                raise ClientClosed("not sent: the client was closed")
-            body = outgoing.body()
-            await outgoing.ready()
-        except BaseException:
-            shared.limiter.release()
-            raise
-        headers["Content-Type"] = "application/json"
-        return headers, body
 
     async def _account(self, failure: B24Error) -> None:
         """What a refusal or a lost answer tells the limiter, the budget and the stats."""
