@@ -1,0 +1,418 @@
+"""Journaled jobs killed with SIGKILL and resumed (issue 25: the crash tests).
+
+The emulator runs in this process, so it outlives the kill; the job runs in a child
+process (``tests/crash_child.py``) that is killed at a journal write of its own choosing
+(right after an intent is durable and before its request leaves, right before an answer
+is written, after an answer, a settle, a snapshot, before the report) or by this process
+at a moment it sees on the portal (K requests received; a cut request still due). Faults:
+chosen toggle batches are cut unanswered and run 0.5 s later (``drop_then_run``), as a
+portal's PHP does; a lost answer is settled ``portal_limit`` = 1 s after its request left.
+
+Then the same call runs again (in this process) to its end, the portal is let finish what
+is still due, and the checks read what the portal recorded and what the journal holds:
+
+- every flow in exactly one of succeeded / failed / unknown;
+- write ahead: no flow was toggled or pinned more times than the journal holds intents
+  for it;
+- no request after the kill carried a flow settled before it (no re-send, no re-read);
+- ``activate_many`` / ``pin_many``: no flow sent twice or toggled twice; ``unknown`` is
+  exactly the flows in doubt, each toggled at most once; every succeeded flow once;
+- ``set_active`` / ``verify=True``: every flow in the desired state, toggled exactly as
+  many times as needed (0 or 1);
+- ``set_pinned``: every flow pinned, pinned at most once plus two per lost pin (one
+  more for a flow that was pinned before), and a lost pin re-sent only once it must have
+  finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+import aiob24flow as b24
+from aiob24flow._journal import JobRecord
+from aiob24flow.emulator import EmulatorServer, Faults, Portal, PortalConfig
+from tests.crash_child import TIMEOUT, client_for, run_operation
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = "from tests.crash_child import main; main()"
+JOB = "crash"
+ACTIVATE = "tasks.flow.Flow.activate"
+GET = "tasks.flow.Flow.get"
+PIN = "tasks.flow.Flow.pin"
+TOGGLES = frozenset({ACTIVATE, PIN})
+FLOWS = 300  # seed 0: 145 active, 155 not (set_active: 3 or 4 toggle batches)
+CONCURRENCY = 3
+RUN_AFTER = 0.5  # a cut request runs this long after its client saw the cut (< portal_limit)
+WAIT = 30.0  # the bound on every wait
+OK_CODES = frozenset({1, 2, 3})  # Outcome.OK_TRUE / OK_FALSE / OK_VALUE
+OK_TRUE, UNKNOWN = 1, 5
+
+Report = b24.BulkReport[bool]
+
+
+@attrs.define
+class CutFaults(Faults):
+    """``drop_then_run`` on chosen requests carrying a toggle: ``cut`` holds their ordinals
+    (1 = the first toggle batch the portal receives, counted across every run).
+
+    ``kill_when`` sees the fault drawn for each request (None: none); when it says so,
+    ``victim`` is killed there and then, with the request in the portal's hands.
+    """
+
+    cut: frozenset[int] = frozenset()
+    seen: int = 0
+    kill_when: Callable[[str | None], bool] | None = None
+    victim: asyncio.subprocess.Process | None = None
+
+    def draw(self, method: str, commands: frozenset[str] = frozenset()) -> str | None:
+        fault = None
+        if method in TOGGLES or commands & TOGGLES:
+            self.seen += 1
+            fault = "drop_then_run" if self.seen in self.cut else None
+        victim = self.victim
+        if victim is not None and self.kill_when is not None and self.kill_when(fault):
+            self.victim = None
+            if victim.returncode is None:
+                victim.kill()  # SIGKILL, by its pid
+        return fault
+
+
+class RecordingPortal(Portal):
+    """The emulated portal, also recording every command it runs: (method, flow id)."""
+
+    def __init__(self, config: PortalConfig) -> None:
+        super().__init__(config)
+        self.commands: list[tuple[str, int]] = []
+
+    def run(self, caller: Any, method: str, params: dict[Any, Any]) -> tuple[Any, dict[str, Any]]:
+        flow_id = params.get("flowId")
+        if isinstance(flow_id, str) and flow_id.isdigit():
+            self.commands.append((method, int(flow_id)))
+        return super().run(caller, method, params)
+
+
+def portal(flows: int, *, cut: Iterable[int] = (), latency: float = 0.0) -> RecordingPortal:
+    faults = CutFaults(cut=frozenset(cut), run_after=RUN_AFTER)
+    config = PortalConfig(flows=flows, active_ratio=0.5, seed=0, leak=None, latency=latency,
+                          faults=faults)  # fmt: skip
+    return RecordingPortal(config)
+
+
+# -- the child ----------------------------------------------------------------------------
+
+#: Kill points this process acts on (the child runs with "none"), checked as each request
+#: reaches the portal's fault draw: its Kth request ("requests:K"), or the moment the
+#: portal cuts one of its requests unanswered ("late"; that request runs later).
+PARENT_POINTS: dict[str, Callable[[EmulatorServer, int, str | None], bool]] = {
+    "requests": lambda server, k, _: server.state.requests >= k,
+    "late": lambda server, _, fault: fault == "drop_then_run",
+}
+
+
+async def run_child(
+    server: EmulatorServer, db: Path, operation: str, point: str, *,
+    flows: int = FLOWS, concurrency: int = CONCURRENCY,
+) -> tuple[int, str]:  # fmt: skip
+    """Run the operation in a child killed at ``point``: (its exit code, its output)."""
+    kind, _, count = point.partition(":")
+    outside = PARENT_POINTS.get(kind)
+    faults = server.portal.config.faults
+    assert isinstance(faults, CutFaults)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, server.webhook_url(), str(db), JOB, operation,
+        "none" if outside else point, str(flows), str(concurrency),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    if outside is not None:
+        k = int(count or 1)
+        faults.victim = proc
+        faults.kill_when = lambda fault: outside(server, k, fault)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), WAIT)
+    finally:
+        faults.victim = faults.kill_when = None
+        if proc.returncode is None:  # a failed wait: do not leave it behind
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+async def resume(server: EmulatorServer, db: Path, operation: str, flows: int = FLOWS) -> Report:
+    """The same call, in this process, to its end."""
+    async with (
+        b24.SqliteJournal(db) as journal,
+        client_for(server.webhook_url(), CONCURRENCY) as client,
+    ):
+        call = run_operation(client, operation, range(1, flows + 1), journal, JOB)
+        return await asyncio.wait_for(call, WAIT)
+
+
+async def read_record(db: Path) -> JobRecord:
+    async with b24.SqliteJournal(db) as journal:
+        record = await journal.read_job(JOB)
+    assert record is not None
+    return record
+
+
+async def quiet(server: EmulatorServer) -> None:
+    """Wait for everything still due on the portal: running requests and late runs."""
+    deadline = time.monotonic() + WAIT
+    while server.state.late_pending or server.portal.running:
+        assert time.monotonic() < deadline, "the portal did not go quiet"
+        await asyncio.sleep(0.02)
+
+
+async def after_kill(server: EmulatorServer) -> int:
+    """Let the requests the dead child had on the wire run (the portal keeps running a
+    request whose client went away); the index of the first command sent after them."""
+    await asyncio.sleep(0.05)
+    deadline = time.monotonic() + WAIT
+    while server.portal.running:
+        assert time.monotonic() < deadline, "the dead child's requests did not end"
+        await asyncio.sleep(0.01)
+    assert isinstance(server.portal, RecordingPortal)
+    return len(server.portal.commands)
+
+
+# -- what the journal holds ---------------------------------------------------------------
+
+
+@attrs.define
+class Journaled:
+    """Per flow, what the journal holds of its toggles (every intent is a toggle or pin)."""
+
+    sends: Counter[int] = attrs.Factory(Counter)
+    lost: Counter[int] = attrs.Factory(Counter)  # sends with no answer, or answered unknown
+    doubt: set[int] = attrs.Factory(set)  # the last send lost
+    settled: set[int] = attrs.Factory(set)  # a resume must neither send nor read it
+    times: dict[int, list[tuple[float, bool]]] = attrs.Factory(dict)  # (sent_at, lost)
+
+
+def journaled(record: JobRecord, operation: str) -> Journaled:
+    out = Journaled()
+    last: dict[int, int | None] = {}
+    for intent in record.intents:
+        answer = record.answers.get(intent.seq)
+        for i, flow_id in enumerate(intent.ids):
+            code = answer.codes[i] if answer is not None else None
+            lost = code is None or code == UNKNOWN
+            out.sends[flow_id] += 1
+            out.lost[flow_id] += lost
+            out.times.setdefault(flow_id, []).append((intent.sent_at, lost))
+            last[flow_id] = code
+    for flow_id, code in last.items():
+        if code is None or code == UNKNOWN:
+            out.doubt.add(flow_id)
+        elif code == OK_TRUE if operation == "set_pinned" else code in OK_CODES:
+            out.settled.add(flow_id)  # set_pinned: only an answer saying "pinned"
+    for settle in record.settles:
+        out.settled.update(settle.ids)
+    return out
+
+
+# -- the checks ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Before:
+    """The portal before the first run: who was active, who was pinned (by user 1)."""
+
+    active: dict[int, bool]
+    pinned: frozenset[int]
+
+
+def prepare(server: EmulatorServer) -> Before:
+    """Pin every third flow first, so that ``set_pinned`` meets both states."""
+    for flow_id in range(3, len(server.state.flows) + 1, 3):
+        server.state.pins[(flow_id, 1)] = True
+    active = {i: f.active for i, f in server.state.flows.items()}
+    return Before(active, frozenset(i for (i, _), on in server.state.pins.items() if on))
+
+
+def check_report_covers(report: Report, flows: int) -> None:
+    maps = (report.succeeded, report.failed, report.unknown)
+    seen = Counter(flow_id for m in maps for flow_id in m)
+    assert set(seen) == set(range(1, flows + 1)), "a flow is missing from the report"
+    assert all(n == 1 for n in seen.values()), "a flow is in two maps of the report"
+    assert not report.failed, {k: repr(v) for k, v in list(report.failed.items())[:3]}
+
+
+def check_write_ahead(server: EmulatorServer, operation: str, view: Journaled) -> None:
+    """Nothing ran on the portal that was not journaled first."""
+    ran = server.state.pin_calls if operation in ("pin_many", "set_pinned") else \
+        server.state.activations  # fmt: skip
+    other = server.state.activations if ran is server.state.pin_calls else server.state.pin_calls
+    assert not +other, "the other toggle ran"
+    over = {i: (n, view.sends[i]) for i, n in ran.items() if n > view.sends[i]}
+    assert not over, f"toggled more often than journaled (toggles, intents): {over}"
+
+
+def check_not_resent(server: EmulatorServer, settled: set[int], mark: int) -> None:
+    """No request after the kill carried a flow settled before it."""
+    assert isinstance(server.portal, RecordingPortal)
+    again = [(m, i) for m, i in server.portal.commands[mark:] if i in settled]
+    assert not again, f"settled before the kill, sent after it: {again[:5]}"
+
+
+def check_toggled_once(
+    server: EmulatorServer, operation: str, report: Report, view: Journaled
+) -> None:
+    """``activate_many`` / ``pin_many``: never twice, and what is in doubt is unknown."""
+    ran = server.state.activations if operation == "activate_many" else server.state.pin_calls
+    assert max(view.sends.values(), default=0) <= 1, "a flow was sent twice"
+    assert max(ran.values(), default=0) <= 1, f"toggled twice: {+ran - Counter(set(ran))}"
+    assert set(report.unknown) == view.doubt
+    assert all(ran[i] == 1 for i in report.succeeded)
+    assert set(report.changed) == set(report.succeeded)
+
+
+def check_active(
+    server: EmulatorServer, operation: str, report: Report, before: Before, flows: int
+) -> None:
+    """``set_active`` / ``verify=True``: every flow as desired, toggled only as needed."""
+    ids = range(1, flows + 1)
+    if operation == "verify":
+        desired = {i: not before.active[i] for i in ids}
+    else:
+        desired = dict.fromkeys(ids, operation == "set_active_on")
+    assert report.ok, report.summary()
+    wrong = [i for i in ids if server.state.flows[i].active != desired[i]]
+    assert not wrong, f"not in the desired state: {wrong[:10]}"
+    needed = {i for i in ids if before.active[i] != desired[i]}
+    extra = {i: n for i, n in server.state.activations.items() if n != (i in needed)}
+    missing = {i for i in needed if server.state.activations[i] != 1}
+    assert not extra and not missing, f"toggled other than needed: {extra} {missing}"
+    assert set(report.changed) == needed
+
+
+def check_pinned(server: EmulatorServer, report: Report, before: Before, view: Journaled) -> None:
+    """``set_pinned(True)``: all pinned; one pin (two for a pinned flow) plus two per loss."""
+    assert report.ok, report.summary()
+    unpinned = [i for i in report.succeeded if not server.state.pins.get((i, 1))]
+    assert not unpinned, f"not pinned: {unpinned[:10]}"
+    for flow_id in report.succeeded:
+        calls = server.state.pin_calls[flow_id]
+        base = 2 if flow_id in before.pinned else 1
+        assert calls % 2 == base % 2  # it ends pinned
+        assert calls <= base + 2 * view.lost[flow_id], (flow_id, calls, view.lost[flow_id])
+        if not view.lost[flow_id]:
+            assert (flow_id in report.changed) == (flow_id not in before.pinned)
+
+
+def check_waited(view: Journaled) -> None:
+    """A toggle or pin sent again after a lost one only once the lost one must be done."""
+    limit = TIMEOUT.portal_limit
+    early = []
+    for flow_id, sends in view.times.items():
+        for (sent_at, lost), (again, _) in itertools.pairwise(sends):
+            if lost and again < sent_at + limit - 0.01:
+                early.append((flow_id, round(again - sent_at, 3)))
+    assert not early, f"re-sent before the lost request must have finished: {early[:5]}"
+
+
+def check_final(
+    server: EmulatorServer, operation: str, report: Report, before: Before, view: Journaled,
+    flows: int = FLOWS,
+) -> None:  # fmt: skip
+    check_report_covers(report, flows)
+    check_write_ahead(server, operation, view)
+    if operation in ("activate_many", "pin_many"):
+        check_toggled_once(server, operation, report, view)
+    elif operation == "set_pinned":
+        check_pinned(server, report, before, view)
+        check_waited(view)
+    else:
+        check_active(server, operation, report, before, flows)
+        check_waited(view)
+
+
+async def check_finished(server: EmulatorServer, db: Path, operation: str, report: Report) -> None:
+    """The job is done: running it again sends nothing and returns the same report."""
+    sent = server.state.requests
+    again = await resume(server, db, operation)
+    assert server.state.requests == sent
+    assert again.succeeded == report.succeeded
+    assert set(again.unknown) == set(report.unknown)
+    assert set(again.changed) == set(report.changed)
+
+
+# -- the matrix ---------------------------------------------------------------------------
+
+CUT = (2, 5)  # the toggle batches cut unanswered (run late): the 2nd and the 5th
+
+CASES = [
+    # operation, kill point, cut batches
+    ("activate_many", "intent:1", ()),
+    ("activate_many", "intent:3", CUT),
+    ("activate_many", "answer-before:2", CUT),
+    ("activate_many", "answer:2", ()),
+    ("activate_many", "finish", CUT),
+    ("activate_many", "requests:3", ()),
+    ("activate_many", "late", CUT),
+    ("pin_many", "intent:1", CUT),
+    ("pin_many", "answer-before:2", ()),
+    ("pin_many", "answer:1", CUT),
+    ("pin_many", "requests:2", CUT),
+    ("verify", "snapshot:1", CUT),
+    ("verify", "intent:2", CUT),
+    ("verify", "answer-before:1", ()),
+    ("verify", "answer-before:3", CUT),
+    ("verify", "settle:1", CUT),
+    ("verify", "late", CUT),
+    ("verify", "finish", ()),
+    ("set_active_on", "settle:1", ()),
+    ("set_active_on", "intent:1", CUT),
+    ("set_active_on", "intent:2", ()),
+    ("set_active_on", "answer-before:1", CUT),
+    ("set_active_on", "answer:1", CUT),
+    ("set_active_on", "settle:2", CUT),
+    ("set_active_on", "late", CUT),
+    ("set_active_on", "requests:8", ()),
+    ("set_active_off", "settle:1", CUT),
+    ("set_active_off", "intent:2", CUT),
+    ("set_active_off", "answer-before:2", CUT),
+    ("set_active_off", "late", CUT),
+    ("set_pinned", "intent:1", CUT),
+    ("set_pinned", "intent:2", ()),
+    ("set_pinned", "answer-before:1", CUT),
+    ("set_pinned", "answer:2", CUT),
+    ("set_pinned", "late", CUT),
+    ("set_pinned", "finish", CUT),
+    ("set_pinned", "requests:3", ()),
+]
+
+
+def _case_id(case: tuple[str, str, tuple[int, ...]]) -> str:
+    operation, point, cut = case
+    return f"{operation}-{point}-{'cut' if cut else 'clean'}"
+
+
+@pytest.mark.parametrize(("operation", "point", "cut"), CASES, ids=map(_case_id, CASES))
+async def test_killed_and_resumed(
+    tmp_path: Path, operation: str, point: str, cut: tuple[int, ...]
+) -> None:
+    db = tmp_path / "journal.db"
+    timed = point.partition(":")[0] == "requests"
+    async with EmulatorServer(portal(FLOWS, cut=cut, latency=0.02 if timed else 0.0)) as server:
+        before = prepare(server)
+        code, output = await run_child(server, db, operation, point)
+        assert code == -signal.SIGKILL, f"the child was not killed at {point}: {output}"
+        mark = await after_kill(server)
+        at_kill = journaled(await read_record(db), operation)
+        report = await resume(server, db, operation)
+        await quiet(server)  # the dead run's cut requests have run by now
+        check_not_resent(server, at_kill.settled, mark)
+        check_final(server, operation, report, before, journaled(await read_record(db), operation))
+        await check_finished(server, db, operation, report)
