@@ -416,3 +416,21 @@ async def test_killed_and_resumed(
         check_not_resent(server, at_kill.settled, mark)
         check_final(server, operation, report, before, journaled(await read_record(db), operation))
         await check_finished(server, db, operation, report)
+
+
+@pytest.mark.parametrize("operation", ["activate_many", "verify", "set_active_off", "set_pinned"])
+async def test_killed_twice_and_resumed(tmp_path: Path, operation: str) -> None:
+    """The resume is killed too (its first answer arrived, not written); a third run ends
+    the job."""
+    db = tmp_path / "journal.db"
+    async with EmulatorServer(portal(FLOWS, cut=(1, 3))) as server:
+        before = prepare(server)
+        for point in ("intent:2", "answer-before:1"):
+            code, output = await run_child(server, db, operation, point)
+            assert code == -signal.SIGKILL, f"the child was not killed at {point}: {output}"
+        mark = await after_kill(server)
+        at_kill = journaled(await read_record(db), operation)
+        report = await resume(server, db, operation)
+        await quiet(server)
+        check_not_resent(server, at_kill.settled, mark)
+        check_final(server, operation, report, before, journaled(await read_record(db), operation))
