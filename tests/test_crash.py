@@ -434,3 +434,31 @@ async def test_killed_twice_and_resumed(tmp_path: Path, operation: str) -> None:
         await quiet(server)
         check_not_resent(server, at_kill.settled, mark)
         check_final(server, operation, report, before, journaled(await read_record(db), operation))
+
+
+async def test_a_resumed_set_active_over_20000_flows_resends_nothing_settled(
+    tmp_path: Path,
+) -> None:
+    """Killed past half way (after its 100th toggle answer is written, with the flows a
+    first read found active already settled), the resumed ``set_active`` sends no request,
+    read or toggle, for a flow settled before the kill."""
+    flows = 20_000
+    db = tmp_path / "journal.db"
+    async with EmulatorServer(portal(flows)) as server:
+        before = prepare(server)
+        code, output = await run_child(
+            server, db, "set_active_on", "answer:100", flows=flows, concurrency=16
+        )
+        assert code == -signal.SIGKILL, output
+        mark = await after_kill(server)
+        at_kill = journaled(await read_record(db), "set_active_on")
+        assert len(at_kill.settled) > flows // 2
+        report = await resume(server, db, "set_active_on", flows)
+        await quiet(server)
+        assert isinstance(server.portal, RecordingPortal)
+        after = server.portal.commands[mark:]
+        assert after, "the resume sent nothing"
+        assert {m for m, _ in after} <= {GET, ACTIVATE}
+        check_not_resent(server, at_kill.settled, mark)
+        view = journaled(await read_record(db), "set_active_on")
+        check_final(server, "set_active_on", report, before, view, flows)
