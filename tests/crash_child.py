@@ -1,9 +1,8 @@
-"""The process that ``tests/test_crash.py`` kills: one journaled bulk call, and a SIGKILL.
+"""The processes that ``tests/test_crash.py`` kills: one journaled bulk call, and a SIGKILL.
 
-Run as ``python -c "from tests.crash_child import main; main()" URL DB JOB OPERATION POINT
-FLOWS CONCURRENCY`` from the repository root. It runs ``OPERATION`` over flows
-``1..FLOWS`` with ``SqliteJournal(DB)`` under ``JOB``, and kills itself with SIGKILL at
-``POINT``, a journal write counted in this process:
+A job process runs ``OPERATION`` over flows ``1..FLOWS`` with ``SqliteJournal(DB)`` under
+``JOB``, with arguments ``URL DB JOB OPERATION POINT FLOWS CONCURRENCY``, and kills itself
+with SIGKILL at ``POINT``, a journal write counted in that process:
 
 - ``intent:N``: after the Nth intent is durable, before its request leaves;
 - ``answer-before:N``: the Nth answer arrived (and was folded), before it is written;
@@ -13,14 +12,23 @@ FLOWS CONCURRENCY`` from the repository root. It runs ``OPERATION`` over flows
 
 A run that reaches its end without being killed prints the report's summary and exits 0.
 The test module imports ``run_operation`` too, so a resume is the very same call.
+
+``zygote()`` (``python -c "from tests.crash_child import zygote; zygote()"`` from the
+repository root) imports all this once and forks one job process per request, so that a
+test does not pay for the imports again: it reads a JSON line ``{"argv": [...], "log":
+PATH}``, forks (the job's output goes to ``PATH``), answers ``{"pid": PID}``, and once the
+job process has ended ``{"pid": PID, "code": CODE}`` (``-9``: it was SIGKILLed). ``main()``
+runs one job process from the command line, for a look by hand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -162,3 +170,41 @@ async def _main(argv: Sequence[str]) -> None:
 
 def main() -> None:
     asyncio.run(_main(sys.argv[1:]))
+
+
+def _job(argv: Sequence[str], log: str) -> None:
+    """The forked job process: its output to ``log``; it never returns."""
+    code = 1
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        asyncio.run(_main(argv))
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _say(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def zygote() -> None:
+    """Fork a job process per request on stdin, one at a time (see the module's text)."""
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _job(request["argv"], request["log"])
+        _say({"pid": pid})
+        _, status = os.waitpid(pid, 0)
+        _say({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
