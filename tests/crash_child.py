@@ -7,7 +7,7 @@ with SIGKILL at ``POINT``, a journal write counted in that process:
 - ``intent:N``: after the Nth intent is durable, before its request leaves;
 - ``answer-before:N``: the Nth answer arrived (and was folded), before it is written;
 - ``answer:N`` / ``settle:N`` / ``snapshot:N``: after the Nth such write;
-- ``finish``: every answer written, before the job's report is;
+- ``finish``: every answer written, before the job's report is; ``finished``: after;
 - ``none``: never (the test kills it from outside, at a moment of its choosing).
 
 A run that reaches its end without being killed prints the report's summary and exits 0.
@@ -124,6 +124,7 @@ class KillingLog:
     async def finish(self, report: dict[str, Any]) -> None:
         self.point.at("finish")
         await self.inner.finish(report)
+        self.point.at("finished")
 
     def held(self) -> bool:
         return self.inner.held()

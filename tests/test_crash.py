@@ -416,6 +416,7 @@ CASES = [
     ("activate_many", "answer-before:2", CUT),
     ("activate_many", "answer:2", ()),
     ("activate_many", "finish", CUT2),
+    ("activate_many", "finished", CUT),
     ("activate_many", "requests:3", ()),
     ("activate_many", "late", CUT),
     ("pin_many", "intent:1", CUT),
@@ -468,7 +469,10 @@ async def test_killed_and_resumed(
         assert code == -signal.SIGKILL, f"the child was not killed at {point}: {output}"
         mark = await after_kill(server)
         at_kill = journaled(await read_record(db), operation)
+        sent = server.state.requests
         report = await resume(server, db, operation)
+        if point == "finished":  # the job's report was written: nothing is left to send
+            assert server.state.requests == sent
         await quiet(server)  # the dead run's cut requests have run by now
         check_not_resent(server, at_kill.settled, mark)
         check_final(server, operation, report, before, journaled(await read_record(db), operation))
