@@ -5,6 +5,7 @@ A job process runs ``OPERATION`` over flows ``1..FLOWS`` with ``SqliteJournal(DB
 with SIGKILL at ``POINT``, a journal write counted in that process:
 
 - ``intent:N``: after the Nth intent is durable, before its request leaves;
+- ``resend:N``: the same for the Nth re-send of a refused request (its new send time);
 - ``answer-before:N``: the Nth answer arrived (and was folded), before it is written;
 - ``answer:N`` / ``settle:N`` / ``snapshot:N``: after the Nth such write;
 - ``finish``: every answer written, before the job's report is; ``finished``: after;
@@ -41,12 +42,15 @@ OPERATIONS = ("activate_many", "verify", "set_active_on", "set_active_off", "pin
 
 #: Small timeouts: a lost answer is settled 1 s after its request left.
 TIMEOUT = b24.Timeout(portal_limit=1.0, settle=0.05)
+#: A refused request is sent again after a short pause.
+RETRY = b24.RetryPolicy(initial_delay=0.05, max_delay=0.2)
 
 
 def client_for(url: str, concurrency: int) -> b24.FlowClient:
     return b24.FlowClient.from_webhook(
-        url, rate_limit=b24.RateLimit.unlimited(), timeout=TIMEOUT, concurrency=concurrency
-    )
+        url, rate_limit=b24.RateLimit.unlimited(), timeout=TIMEOUT, retry=RETRY,
+        concurrency=concurrency,
+    )  # fmt: skip
 
 
 async def run_operation(
@@ -102,8 +106,9 @@ class KillingLog:
         return self.inner.record
 
     async def intent(self, method: str, ids: Sequence[int], seq: int | None) -> int:
+        resend = seq is not None  # sent again after a refusal: its new send time
         seq = await self.inner.intent(method, ids, seq)
-        self.point.at("intent")  # durable, and the request has not left
+        self.point.at("resend" if resend else "intent")  # durable; the request has not left
         return seq
 
     async def answer(self, seq: int, codes: bytes, errors: dict[int, b24.B24Error]) -> None:

@@ -66,8 +66,10 @@ Report = b24.BulkReport[bool]
 
 @attrs.define
 class CutFaults(Faults):
-    """``drop_then_run`` on chosen requests carrying a toggle: ``cut`` holds their ordinals
-    (1 = the first toggle batch the portal receives, counted across every run).
+    """Faults on chosen requests carrying a toggle, by their ordinals (1 = the first toggle
+    batch the portal receives, counted across every run, re-sends included): ``cut`` are
+    cut unanswered and run later (``drop_then_run``), ``refuse`` are refused with a 503
+    and not run (``limit_503``; the client sends them again).
 
     ``kill_when`` sees the fault drawn for each request (None: none); when it says so,
     process ``victim`` (a pid) is killed there and then, with the request in the portal's
@@ -75,6 +77,7 @@ class CutFaults(Faults):
     """
 
     cut: frozenset[int] = frozenset()
+    refuse: frozenset[int] = frozenset()
     seen: int = 0
     kill_when: Callable[[str | None], bool] | None = None
     victim: int | None = None
@@ -83,7 +86,10 @@ class CutFaults(Faults):
         fault = None
         if method in TOGGLES or commands & TOGGLES:
             self.seen += 1
-            fault = "drop_then_run" if self.seen in self.cut else None
+            if self.seen in self.refuse:
+                fault = "limit_503"
+            elif self.seen in self.cut:
+                fault = "drop_then_run"
         victim = self.victim
         if victim is not None and self.kill_when is not None and self.kill_when(fault):
             self.victim = None
@@ -105,8 +111,10 @@ class RecordingPortal(Portal):
         return super().run(caller, method, params)
 
 
-def portal(flows: int, *, cut: Iterable[int] = (), latency: float = 0.0) -> RecordingPortal:
-    faults = CutFaults(cut=frozenset(cut), run_after=RUN_AFTER)
+def portal(
+    flows: int, *, cut: Iterable[int] = (), refuse: Iterable[int] = (), latency: float = 0.0
+) -> RecordingPortal:
+    faults = CutFaults(cut=frozenset(cut), refuse=frozenset(refuse), run_after=RUN_AFTER)
     config = PortalConfig(flows=flows, active_ratio=0.5, seed=0, leak=None, latency=latency,
                           faults=faults)  # fmt: skip
     return RecordingPortal(config)
@@ -115,11 +123,13 @@ def portal(flows: int, *, cut: Iterable[int] = (), latency: float = 0.0) -> Reco
 # -- the child ----------------------------------------------------------------------------
 
 #: Kill points this process acts on (the child runs with "none"), checked as each request
-#: reaches the portal's fault draw: its Kth request ("requests:K"), or the moment the
-#: portal cuts one of its requests unanswered ("late"; that request runs later).
+#: reaches the portal's fault draw: its Kth request ("requests:K"), the moment the portal
+#: cuts one of its requests unanswered ("late"; that request runs later), or refuses one
+#: ("refused"; the child would send it again after a pause).
 PARENT_POINTS: dict[str, Callable[[EmulatorServer, int, str | None], bool]] = {
     "requests": lambda server, k, _: server.state.requests >= k,
     "late": lambda server, _, fault: fault == "drop_then_run",
+    "refused": lambda server, _, fault: fault == "limit_503",
 }
 
 
@@ -404,66 +414,72 @@ async def check_finished(server: EmulatorServer, db: Path, operation: str, repor
 
 # -- the matrix ---------------------------------------------------------------------------
 
-# The toggle batches cut unanswered (they run 0.5 s later): the 2nd; or the 2nd and the 5th,
-# so that the resume of a job killed late meets a cut of its own.
-CUT = (2,)
-CUT2 = (2, 5)
+#: Faults by name: (the toggle batches cut unanswered, to run 0.5 s later; those refused).
+#: "cut2" cuts a second batch, so that the resume of a job killed late meets a cut of its
+#: own; "refuse" refuses the first toggle batch (503: not run, sent again) and cuts one.
+FAULTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "clean": ((), ()),
+    "cut": ((2,), ()),
+    "cut2": ((2, 5), ()),
+    "refuse": ((4,), (1,)),
+}
 
 CASES = [
-    # operation, kill point, cut batches
-    ("activate_many", "intent:1", ()),
-    ("activate_many", "intent:3", CUT),
-    ("activate_many", "answer-before:2", CUT),
-    ("activate_many", "answer:2", ()),
-    ("activate_many", "finish", CUT2),
-    ("activate_many", "finished", CUT),
-    ("activate_many", "requests:3", ()),
-    ("activate_many", "late", CUT),
-    ("pin_many", "intent:1", CUT),
-    ("pin_many", "answer-before:2", ()),
-    ("pin_many", "answer:1", CUT2),
-    ("pin_many", "requests:2", CUT),
-    ("verify", "snapshot:1", CUT),
-    ("verify", "intent:2", CUT),
-    ("verify", "answer-before:1", ()),
-    ("verify", "answer-before:3", CUT2),
-    ("verify", "settle:1", CUT),
-    ("verify", "late", CUT),
-    ("verify", "finish", ()),
-    ("set_active_on", "settle:1", ()),
-    ("set_active_on", "intent:1", CUT),
-    ("set_active_on", "intent:2", ()),
-    ("set_active_on", "answer-before:1", CUT),
-    ("set_active_on", "answer:1", CUT2),
-    ("set_active_on", "settle:2", CUT),
-    ("set_active_on", "late", CUT),
-    ("set_active_on", "requests:8", ()),
-    ("set_active_off", "settle:1", CUT),
-    ("set_active_off", "intent:2", CUT),
-    ("set_active_off", "answer-before:2", CUT),
-    ("set_active_off", "late", CUT),
-    ("set_pinned", "intent:1", CUT),
-    ("set_pinned", "intent:2", ()),
-    ("set_pinned", "answer-before:1", CUT),
-    ("set_pinned", "answer:2", CUT2),
-    ("set_pinned", "late", CUT),
-    ("set_pinned", "finish", CUT),
-    ("set_pinned", "requests:3", ()),
+    # operation, kill point, faults
+    ("activate_many", "intent:1", "clean"),
+    ("activate_many", "intent:3", "cut"),
+    ("activate_many", "answer-before:2", "cut"),
+    ("activate_many", "answer:2", "clean"),
+    ("activate_many", "finish", "cut2"),
+    ("activate_many", "finished", "cut"),
+    ("activate_many", "requests:3", "clean"),
+    ("activate_many", "late", "cut"),
+    ("activate_many", "resend:1", "refuse"),
+    ("pin_many", "intent:1", "cut"),
+    ("pin_many", "answer-before:2", "clean"),
+    ("pin_many", "answer:1", "cut2"),
+    ("pin_many", "requests:2", "cut"),
+    ("pin_many", "refused", "refuse"),
+    ("verify", "snapshot:1", "cut"),
+    ("verify", "intent:2", "cut"),
+    ("verify", "answer-before:1", "clean"),
+    ("verify", "answer-before:3", "cut2"),
+    ("verify", "settle:1", "cut"),
+    ("verify", "late", "cut"),
+    ("verify", "finish", "clean"),
+    ("verify", "resend:1", "refuse"),
+    ("set_active_on", "settle:1", "clean"),
+    ("set_active_on", "intent:1", "cut"),
+    ("set_active_on", "intent:2", "clean"),
+    ("set_active_on", "answer-before:1", "cut"),
+    ("set_active_on", "answer:1", "cut2"),
+    ("set_active_on", "settle:2", "cut"),
+    ("set_active_on", "late", "cut"),
+    ("set_active_on", "requests:8", "clean"),
+    ("set_active_on", "resend:1", "refuse"),
+    ("set_active_off", "settle:1", "cut"),
+    ("set_active_off", "intent:2", "cut"),
+    ("set_active_off", "answer-before:2", "cut"),
+    ("set_active_off", "late", "cut"),
+    ("set_pinned", "intent:1", "cut"),
+    ("set_pinned", "intent:2", "clean"),
+    ("set_pinned", "answer-before:1", "cut"),
+    ("set_pinned", "answer:2", "cut2"),
+    ("set_pinned", "late", "cut"),
+    ("set_pinned", "finish", "cut"),
+    ("set_pinned", "requests:3", "clean"),
+    ("set_pinned", "refused", "refuse"),
 ]
 
 
-def _case_id(case: tuple[str, str, tuple[int, ...]]) -> str:
-    operation, point, cut = case
-    return f"{operation}-{point}-{('clean', 'cut', 'cut2')[len(cut)]}"
-
-
-@pytest.mark.parametrize(("operation", "point", "cut"), CASES, ids=map(_case_id, CASES))
+@pytest.mark.parametrize(("operation", "point", "faults"), CASES, ids=map("-".join, CASES))
 async def test_killed_and_resumed(
-    zygote: Zygote, tmp_path: Path, operation: str, point: str, cut: tuple[int, ...]
+    zygote: Zygote, tmp_path: Path, operation: str, point: str, faults: str
 ) -> None:
     db = tmp_path / "journal.db"
-    timed = point.partition(":")[0] == "requests"
-    async with EmulatorServer(portal(FLOWS, cut=cut, latency=0.02 if timed else 0.0)) as server:
+    cut, refuse = FAULTS[faults]
+    latency = 0.02 if point.startswith("requests") else 0.0
+    async with EmulatorServer(portal(FLOWS, cut=cut, refuse=refuse, latency=latency)) as server:
         before = prepare(server)
         code, output = await run_child(zygote, server, db, operation, point)
         assert code == -signal.SIGKILL, f"the child was not killed at {point}: {output}"
