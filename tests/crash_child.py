@@ -40,8 +40,8 @@ from aiob24flow._journal import JobLog, JobRecord, JobSpec, JobSummary
 OPERATIONS = ("activate_many", "verify", "set_active_on", "set_active_off", "pin_many",
               "set_pinned")  # fmt: skip
 
-#: Small timeouts: a lost answer is settled 1 s after its request left.
-TIMEOUT = b24.Timeout(portal_limit=1.0, settle=0.05)
+#: Small timeouts: a lost answer is settled 0.8 s after its request left.
+TIMEOUT = b24.Timeout(portal_limit=0.8, settle=0.05)
 #: A refused request is sent again after a short pause.
 RETRY = b24.RetryPolicy(initial_delay=0.05, max_delay=0.2)
 

@@ -5,8 +5,9 @@ process (``tests/crash_child.py``) that is killed at a journal write of its own 
 (right after an intent is durable and before its request leaves, right before an answer
 is written, after an answer, a settle, a snapshot, before the report) or by this process
 at a moment it sees on the portal (K requests received; a cut request still due). Faults:
-chosen toggle batches are cut unanswered and run 0.5 s later (``drop_then_run``), as a
-portal's PHP does; a lost answer is settled ``portal_limit`` = 1 s after its request left.
+chosen toggle batches are cut unanswered and run 0.3 s later (``drop_then_run``), as a
+portal's PHP does; a lost answer is settled ``portal_limit`` = 0.8 s after its request
+left (the 0.5 s between the two leaves room for a loaded machine).
 
 Then the same call runs again (in this process) to its end, the portal is let finish what
 is still due, and the checks read what the portal recorded and what the journal holds:
@@ -56,7 +57,7 @@ PIN = "tasks.flow.Flow.pin"
 TOGGLES = frozenset({ACTIVATE, PIN})
 FLOWS = 300  # seed 0: 145 active, 155 not (set_active: 3 or 4 toggle batches)
 CONCURRENCY = 3
-RUN_AFTER = 0.5  # a cut request runs this long after its client saw the cut (< portal_limit)
+RUN_AFTER = 0.3  # a cut request runs this long after its client saw the cut (< portal_limit)
 WAIT = 30.0  # the bound on every wait
 OK_CODES = frozenset({1, 2, 3})  # Outcome.OK_TRUE / OK_FALSE / OK_VALUE
 OK_TRUE, UNKNOWN = 1, 5
@@ -414,7 +415,7 @@ async def check_finished(server: EmulatorServer, db: Path, operation: str, repor
 
 # -- the matrix ---------------------------------------------------------------------------
 
-#: Faults by name: (the toggle batches cut unanswered, to run 0.5 s later; those refused).
+#: Faults by name: (the toggle batches cut unanswered, to run 0.3 s later; those refused).
 #: "cut2" cuts a second batch, so that the resume of a job killed late meets a cut of its
 #: own; "refuse" refuses the first toggle batch (503: not run, sent again) and cuts one.
 FAULTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
