@@ -1,12 +1,13 @@
 """Journaled jobs killed with SIGKILL and resumed (issue 25: the crash tests).
 
-The emulator runs in this process, so it outlives the kill; the job runs in a child
-process (``tests/crash_child.py``) that is killed at a journal write of its own choosing
-(right after an intent is durable and before its request leaves, right before an answer
-is written, after an answer, a settle, a snapshot, before the report) or by this process
-at a moment it sees on the portal (K requests received; a cut request still due). Faults:
-chosen toggle batches are cut unanswered and run 0.3 s later (``drop_then_run``), as a
-portal's PHP does; a lost answer is settled ``portal_limit`` = 0.8 s after its request
+The emulator runs in this process, so it outlives the kill; the job runs in a process of
+its own (forked by a zygote, ``tests/crash_child.py``) that kills itself at a journal
+write (right after an intent, or a re-send's, is durable and before its request leaves;
+right before an answer is written; after an answer, a settle, a snapshot; before or after
+the report) or is killed by this process as one of its requests reaches the portal (the
+Kth; the one the portal cuts; the one it refuses). Faults: chosen toggle batches are cut
+unanswered and run 0.3 s later (``drop_then_run``), as a portal's PHP does, or refused
+with a 503 (not run); a lost answer is settled ``portal_limit`` = 0.8 s after its request
 left (the 0.5 s between the two leaves room for a loaded machine).
 
 Then the same call runs again (in this process) to its end, the portal is let finish what
