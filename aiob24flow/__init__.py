@@ -85,6 +85,7 @@ from ._job import Progress, Stop
 from ._journal import JobSpec, JobSummary, Journal
 from ._journal_sqlite import SqliteJournal
 from ._limiter import LeakyBucket, RateLimit
+from ._redact import redact_url
 from ._redis import RedisLimiter
 from ._report import BulkReport
 from ._retry import RetryPolicy
@@ -153,4 +154,5 @@ __all__ = [
     "TransportError",
     "Unreachable",
     "__version__",
+    "redact_url",
 ]
