@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from ._connect import make_client
 from ._credentials import TokenFile
 from ._errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 from ._ids import read_ids
+from ._logs import configure_logging
 from ._progress import ProgressBar
 from ._report import (
     note,
@@ -98,12 +98,7 @@ class BulkCommand:
         return []
 
     def __call__(self, args: argparse.Namespace) -> int:
-        if args.verbose:
-            logging.basicConfig(
-                level=logging.DEBUG if args.verbose > 1 else logging.INFO,
-                format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                stream=sys.stderr,
-            )
+        configure_logging(args.verbose, args.log_format)
         return run_loop(run_bulk(self, args, sys.stdout))
 
 
