@@ -190,8 +190,8 @@ class Telemetry:
         return route
 
     def start(self, name: str, kind: Any, attributes: Attributes) -> tuple[Span, object]:
-        """A span made current (when it records: a non-recording one has no children
-        worth a context switch)."""
+        """A span, made current when it records (a non-recording one has no children
+        worth a context switch); the token is None exactly when it does not record."""
         span = self.tracer.start_span(name, kind=kind, attributes=attributes)
         token = None
         if span.is_recording():
@@ -202,11 +202,11 @@ class Telemetry:
         self, span: Span, token: object, error: str | None, description: str | None = None
     ) -> None:
         """End a span started by ``start``; ``error``: its ``error.type`` (and ERROR)."""
-        if token is not None:
+        if token is not None:  # it records
             self.context.detach(token)
-        if error is not None and span.is_recording():
-            span.set_attribute("error.type", error)
-            span.set_status(self.error_status, description or error)
+            if error is not None:
+                span.set_attribute("error.type", error)
+                span.set_status(self.error_status, description or error)
         span.end()
 
     def request(
@@ -234,7 +234,7 @@ class RequestProbe:
         self.route = route
         self.waited = waited
         span, self.token = telemetry.start(route.name, telemetry.client, route.span)
-        if span.is_recording():
+        if self.token is not None:  # it records (the API alone records nothing)
             span.set_attribute("aiob24flow.batch.commands", commands)
             span.set_attribute("aiob24flow.limiter.wait", waited)
             if resends:  # the conventions: set from the first re-send on
@@ -242,23 +242,23 @@ class RequestProbe:
         self.span = span
 
     def end(self, elapsed: float, status: int | None, error: BaseException | None) -> None:
-        telemetry, route, span = self.telemetry, self.route, self.span
+        telemetry, route, span, token = self.telemetry, self.route, self.span, self.token
         kind = None if error is None else error_type(error)
-        if status and span.is_recording():
+        if status and token is not None:
             span.set_attribute("http.response.status_code", status)
-        telemetry.finish(span, self.token, kind)
+        telemetry.finish(span, token, kind)
         if kind is None and status:
-            attributes = route.answered(status)
+            attributes = route.answered(status)  # the common case: a dict made once
         else:
             attributes = dict(route.metric)
             if status:
                 attributes["http.response.status_code"] = status
             if kind is not None:
                 attributes["error.type"] = kind
+            if isinstance(error, PortalError) and not error.may_have_run:
+                telemetry.refusals.add(1, {"error.type": kind})
         telemetry.duration.record(elapsed, attributes)
         telemetry.limiter_wait.record(self.waited, route.portal)
-        if isinstance(error, PortalError) and not error.may_have_run:
-            telemetry.refusals.add(1, {"error.type": kind})
 
 
 class RefreshProbe:
