@@ -58,6 +58,11 @@ Attributes = Mapping[str, Any]
 
 _NOT_TRIED: Any = object()
 _api: Any = _NOT_TRIED  # (trace, metrics, context) modules, or None: not installed
+# Telemetry per (tracer provider, meter provider), by identity, the newest few: the API's
+# global proxy meter provider keeps every meter and instrument made through it, so a
+# process that builds a client per job must not make new ones each time.
+_built: dict[tuple[int, int], tuple[object, object, Telemetry]] = {}
+_BUILT_MAX = 16
 
 
 def _load_api() -> tuple[ModuleType, ModuleType, ModuleType] | None:
@@ -95,10 +100,18 @@ def build_telemetry(tracer_provider: Any = None, meter_provider: Any = None) -> 
     api = _load_api()
     if api is None:
         return None
+    key = (id(tracer_provider), id(meter_provider))
+    found = _built.get(key)
+    if found is not None and found[0] is tracer_provider and found[1] is meter_provider:
+        return found[2]
     trace, metrics, context = api
     tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=SCHEMA_URL)
     meter = metrics.get_meter(SCOPE, __version__, meter_provider, schema_url=SCHEMA_URL)
-    return Telemetry(trace, context, tracer, meter)
+    telemetry = Telemetry(trace, context, tracer, meter)
+    if len(_built) >= _BUILT_MAX:
+        del _built[next(iter(_built))]
+    _built[key] = (tracer_provider, meter_provider, telemetry)
+    return telemetry
 
 
 def error_type(error: BaseException) -> str:
@@ -185,7 +198,7 @@ class Telemetry:
         route = self.routes.get(url)
         if route is None:
             route = _Route(method, url)
-            if len(self.routes) < 256:  # a client calls a few methods; never grow unbounded
+            if len(self.routes) < 1024:  # a few methods per portal; never grow unbounded
                 self.routes[url] = route
         return route
 

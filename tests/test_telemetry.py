@@ -321,6 +321,17 @@ async def test_with_options_copies_keep_the_providers() -> None:
     ]  # fmt: skip
 
 
+def test_clients_of_the_same_providers_share_their_instruments() -> None:
+    """A process that builds a client per job makes its meter and instruments once (the
+    API's global proxy provider keeps every meter made through it)."""
+    otel = Otel()
+    url = "https://portal.example/rest/1/code/"
+    clients = [b24.FlowClient.from_webhook(url, **otel.options()) for _ in range(3)]
+    clients += [b24.FlowClient.from_webhook(url) for _ in range(3)]
+    shared = {id(c._pipeline.shared.telemetry) for c in clients}
+    assert len(shared) == 2 and None not in {c._pipeline.shared.telemetry for c in clients}
+
+
 def test_provider_options_are_checked() -> None:
     url = "https://portal.example/rest/1/code/"
     with pytest.raises(TypeError, match="tracer_provider must be an opentelemetry"):
