@@ -10,7 +10,7 @@ What is emitted (docs/observability.md describes each signal):
 
 - a CLIENT span per HTTP request (``RequestProbe``) and per token refresh
   (``RefreshProbe``), an INTERNAL span per bulk job (``JobProbe``), each current while it
-  runs so that the spans under it nest;
+  runs (when it records) so that the spans under it nest;
 - ``http.client.request.duration``, ``aiob24flow.limiter.wait``, ``aiob24flow.refusals``,
   ``aiob24flow.flows``, ``aiob24flow.token.refreshes``.
 
