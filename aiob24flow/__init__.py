@@ -86,6 +86,7 @@ from ._journal import JobSpec, JobSummary, Journal
 from ._journal_redis import RedisJournal
 from ._journal_sqlite import SqliteJournal
 from ._limiter import LeakyBucket, RateLimit
+from ._redact import redact_url
 from ._redis import RedisLimiter
 from ._report import BulkReport
 from ._retry import RetryPolicy
@@ -155,4 +156,5 @@ __all__ = [
     "TransportError",
     "Unreachable",
     "__version__",
+    "redact_url",
 ]

@@ -28,6 +28,7 @@ from ._errors import (
     TokenStoreError,
 )
 from ._redact import MASK, redact
+from ._telemetry import Telemetry
 from ._tokens import LockLost, OAuthTokens, OnRefresh, Refresher, TokenStore
 from ._transport import Timeout, Transport
 from ._validate import check_base_url
@@ -158,6 +159,7 @@ class OAuthAuth:
         wall_clock: Callable[[], float] = _time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         refresh_attempts: int = 3,
+        telemetry: Telemetry | None = None,
     ) -> None:
         origin, path, host = check_base_url(endpoint, "endpoint")
         if tokens is None and store is None:
@@ -195,6 +197,7 @@ class OAuthAuth:
         self._now = wall_clock
         self._sleep = sleep
         self._refresh_attempts = refresh_attempts
+        self._telemetry = telemetry
         self._inflight: asyncio.Future[None] | None = None
         self._dead: B24Error | None = None
         self._set_at = wall_clock()
@@ -282,6 +285,20 @@ class OAuthAuth:
         await asyncio.shield(self._inflight)
 
     async def _fetch(self, old: OAuthTokens) -> OAuthTokens:
+        """One refresh of ``old`` (under its span, when telemetry is on)."""
+        telemetry = self._telemetry
+        if telemetry is None:
+            return await self._fetch_once(old)
+        probe = telemetry.refresh(None if self._refresher else self._token_url)
+        try:
+            new = await self._fetch_once(old)
+        except BaseException as exc:
+            probe.end(exc)
+            raise
+        probe.end(None)
+        return new
+
+    async def _fetch_once(self, old: OAuthTokens) -> OAuthTokens:
         """One refresh of ``old``: through the refresher, or at the OAuth server."""
         try:
             new = await (self._refresher(old) if self._refresher else self._refresh_at_server())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from ._auth import DEFAULT_TOKEN_URL, Auth, OAuthAuth, WebhookAuth
 from ._batch import BatchResult, Commands, normalize_commands
 from ._config import ClientOptions, Settings, ssl_option
 from ._job import Progress
+from ._job_telemetry import observed
 from ._journal import Journal
 from ._limiter import Limiter, RateLimit, bucket_for
 from ._methods import ACTIVATE, GET, PIN
@@ -31,6 +32,7 @@ from ._pipeline import Fixed, Pipeline, Shared, encode
 from ._report import BulkReport
 from ._retry import RetryPolicy
 from ._stats import Stats
+from ._telemetry import Telemetry, build_telemetry
 from ._timeout import Timeout
 from ._tokens import OAuthTokens, OnRefresh, Refresher, TokenStore
 from ._transport import AiohttpTransport, Transport
@@ -46,17 +48,18 @@ if TYPE_CHECKING:
 __all__ = ["ACTIVATE", "GET", "JSON", "PIN", "FlowClient"]
 
 ProgressCallback = Callable[[Progress], None]
-MakeAuth = Callable[[Transport, Timeout, Sleep], Auth]
+MakeAuth = Callable[[Transport, Timeout, Sleep, "Telemetry | None"], Auth]
 
 
 def _build_shared(settings: Settings, make_auth: MakeAuth) -> Shared:
     """Transport, auth, limiter and budget from checked settings."""
     sleep = settings.real_sleep
     timeout = settings.request.timeout
+    telemetry = build_telemetry(settings.tracer_provider, settings.meter_provider)
     tx: Transport
     if settings.transport is not None:
         tx = settings.transport
-        auth = make_auth(tx, timeout, sleep)
+        auth = make_auth(tx, timeout, sleep, telemetry)
     else:
         aio = AiohttpTransport(
             settings.session,
@@ -65,7 +68,7 @@ def _build_shared(settings: Settings, make_auth: MakeAuth) -> Shared:
             proxy=settings.proxy,
             trust_env=settings.trust_env,
         )
-        auth = make_auth(aio, timeout, sleep)
+        auth = make_auth(aio, timeout, sleep, telemetry)
         # Judged after the auth has parsed the portal's URL: ssl=False needs loopback.
         aio.use_ssl(ssl_option(settings.ssl, auth.origin))
         tx = aio
@@ -85,7 +88,7 @@ def _build_shared(settings: Settings, make_auth: MakeAuth) -> Shared:
         budget = backend.budget_for(auth.origin, sleep)
     else:
         budget = OperatingBudget(limit=settings.operating_limit, sleep=sleep)
-    return Shared(auth, tx, limiter, budget, sleep, settings.request.concurrency)
+    return Shared(auth, tx, limiter, budget, sleep, settings.request.concurrency, telemetry)
 
 
 class FlowClient:
@@ -120,7 +123,7 @@ class FlowClient:
         """
         settings = Settings.from_options(options)
         auth = WebhookAuth(url)
-        shared = _build_shared(settings, lambda tx, t, s: auth)
+        shared = _build_shared(settings, lambda tx, t, s, telemetry: auth)
         return cls(Pipeline(shared, settings.request))
 
     @classmethod
@@ -151,7 +154,7 @@ class FlowClient:
         """
         settings = Settings.from_options(options)
 
-        def make(tx: Transport, timeout: Timeout, sleep: Sleep) -> Auth:
+        def make(tx: Transport, timeout: Timeout, sleep: Sleep, tel: Telemetry | None) -> Auth:
             return OAuthAuth(
                 endpoint,
                 tokens,
@@ -164,6 +167,7 @@ class FlowClient:
                 transport=tx,
                 timeout=timeout,
                 sleep=sleep,
+                telemetry=tel,
             )
 
         return cls(Pipeline(_build_shared(settings, make), settings.request))
@@ -255,6 +259,12 @@ class FlowClient:
             raise ValueError("job_id must be a non-empty str of at most 200 characters")
         return _bulk.Durable(self._pipeline, journal, job_id, on_progress, stop)
 
+    async def _observed(
+        self, operation: str, ids: Sequence[int], job: Awaitable[BulkReport[Any]]
+    ) -> BulkReport[Any]:
+        """Every bulk operation runs here: its span, its flows counted, its log record."""
+        return await observed(self._pipeline.shared.telemetry, operation, len(ids), job)
+
     # -- single calls -------------------------------------------------------------------
 
     async def call(self, method: str, params: Mapping[str, Any] | None = None) -> JSON:
@@ -332,11 +342,14 @@ class FlowClient:
         check_bool(verify, "verify")
         _check_controls(on_progress, stop)
         durable = self._durable(journal, job_id, on_progress, stop)
+        job: Awaitable[BulkReport[Any]]
         if durable is not None:
-            return await durable.toggle(ACTIVATE, flow_ids, verify)
-        if verify:
-            return await _bulk.toggle_verified(self._pipeline, flow_ids, on_progress, stop)
-        return await _bulk.toggle_many(self._pipeline, ACTIVATE, flow_ids, on_progress, stop)
+            job = durable.toggle(ACTIVATE, flow_ids, verify)
+        elif verify:
+            job = _bulk.toggle_verified(self._pipeline, flow_ids, on_progress, stop)
+        else:
+            job = _bulk.toggle_many(self._pipeline, ACTIVATE, flow_ids, on_progress, stop)
+        return await self._observed("activate_many", flow_ids, job)
 
     async def pin_many(
         self,
@@ -353,8 +366,10 @@ class FlowClient:
         _check_controls(on_progress, stop)
         durable = self._durable(journal, job_id, on_progress, stop)
         if durable is not None:
-            return await durable.toggle(PIN, flow_ids, False)
-        return await _bulk.toggle_many(self._pipeline, PIN, flow_ids, on_progress, stop)
+            job = durable.toggle(PIN, flow_ids, False)
+        else:
+            job = _bulk.toggle_many(self._pipeline, PIN, flow_ids, on_progress, stop)
+        return await self._observed("pin_many", flow_ids, job)
 
     async def get_many(
         self,
@@ -374,7 +389,8 @@ class FlowClient:
         flow_ids = check_flow_ids(ids)
         kept = check_fields(fields)
         _check_controls(on_progress, stop)
-        return await _bulk.read_flows(self._pipeline, flow_ids, kept, on_progress, stop)
+        job = _bulk.read_flows(self._pipeline, flow_ids, kept, on_progress, stop)
+        return await self._observed("get_many", flow_ids, job)
 
     async def set_active(
         self,
@@ -408,13 +424,14 @@ class FlowClient:
         if dry_run and journal is not None:
             raise ValueError("dry_run changes nothing: it takes no journal")
         durable = self._durable(journal, job_id, on_progress, stop)
+        job: Awaitable[BulkReport[Any]]
         if durable is not None:
-            return await durable.set_active(flow_ids, active, rounds)
-        if dry_run:
-            return await _bulk.plan_active(self._pipeline, flow_ids, active, on_progress, stop)
-        return await _bulk.converge_active(
-            self._pipeline, flow_ids, active, rounds, on_progress, stop
-        )
+            job = durable.set_active(flow_ids, active, rounds)
+        elif dry_run:
+            job = _bulk.plan_active(self._pipeline, flow_ids, active, on_progress, stop)
+        else:
+            job = _bulk.converge_active(self._pipeline, flow_ids, active, rounds, on_progress, stop)
+        return await self._observed("set_active", flow_ids, job)
 
     async def set_pinned(
         self,
@@ -442,10 +459,10 @@ class FlowClient:
         _check_controls(on_progress, stop)
         durable = self._durable(journal, job_id, on_progress, stop)
         if durable is not None:
-            return await durable.set_pinned(flow_ids, pinned, rounds)
-        return await _bulk.converge_pinned(
-            self._pipeline, flow_ids, pinned, rounds, on_progress, stop
-        )
+            job = durable.set_pinned(flow_ids, pinned, rounds)
+        else:
+            job = _bulk.converge_pinned(self._pipeline, flow_ids, pinned, rounds, on_progress, stop)
+        return await self._observed("set_pinned", flow_ids, job)
 
 
 def _check_controls(on_progress: object, stop: object) -> None:

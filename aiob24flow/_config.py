@@ -13,7 +13,7 @@ import asyncio
 import os
 import ssl as ssl_
 from collections.abc import Mapping
-from typing import Any, TypedDict, Union
+from typing import TYPE_CHECKING, Any, TypedDict, Union
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -21,10 +21,16 @@ import attrs
 
 from ._limiter import Limiter, RateLimit
 from ._retry import RetryPolicy
+from ._telemetry import check_provider
 from ._timeout import Timeout
 from ._transport import DEFAULT_MAX_RESPONSE, Transport
 from ._types import Sleep
 from ._validate import check_bool, check_number, is_loopback
+
+if TYPE_CHECKING:
+    # Annotations only: the API is optional (``aiob24flow[otel]``) and imported lazily.
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = [
     "ClientOptions",
@@ -57,6 +63,9 @@ class ClientOptions(TypedDict, total=False):
     - ``ssl``: an ``ssl.SSLContext``, a CA bundle path, or ``False`` (loopback only).
     - ``proxy``: an ``http://`` forward proxy for every request.
     - ``trust_env``: read ``HTTPS_PROXY`` / ``NO_PROXY`` / ``.netrc`` from the environment.
+    - ``tracer_provider`` / ``meter_provider``: OpenTelemetry providers for the client's
+      spans and metrics (default: the global ones, when ``opentelemetry-api`` is installed;
+      see docs/observability.md).
     """
 
     rate_limit: RateLimit | None
@@ -72,6 +81,8 @@ class ClientOptions(TypedDict, total=False):
     ssl: SSLOption
     proxy: str | None
     trust_env: bool
+    tracer_provider: TracerProvider | None
+    meter_provider: MeterProvider | None
 
 
 _NAMES = frozenset(ClientOptions.__annotations__)
@@ -130,6 +141,8 @@ class Settings:
     ssl: SSLOption = None
     proxy: str | None = None
     trust_env: bool = False
+    tracer_provider: Any = None  # an opentelemetry TracerProvider (checked)
+    meter_provider: Any = None  # an opentelemetry MeterProvider (checked)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Settings:
@@ -166,6 +179,8 @@ class Settings:
         if sleep is not None and not callable(sleep):
             raise TypeError("sleep must be an async callable")
         check_bool(o.get("trust_env", False), "trust_env")
+        check_provider(o.get("tracer_provider"), "tracer_provider")
+        check_provider(o.get("meter_provider"), "meter_provider")
         if "proxy" in o:
             o["proxy"] = proxy_option(o["proxy"])
         return cls(request=request, **o)

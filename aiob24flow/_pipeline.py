@@ -46,6 +46,7 @@ from ._operating import OperatingBudget
 from ._redact import redact
 from ._retry import retrying, should_retry
 from ._stats import Stats
+from ._telemetry import Telemetry, error_type
 from ._transport import Transport
 from ._types import Sleep
 
@@ -115,6 +116,7 @@ class Shared:
         budget: OperatingBudget,
         sleep: Sleep,
         connections: int,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.auth = auth
         self.transport = transport
@@ -122,6 +124,8 @@ class Shared:
         self.budget = budget
         self.sleep = sleep
         self.stats = Stats()
+        # None when opentelemetry-api is not installed: the one check per request.
+        self.telemetry = telemetry
         self.closed = False
         self.interrupts = Interrupts()
         # Requests between "slot taken" and "answer read"; the connector has as many
@@ -155,12 +159,15 @@ class Shared:
 
 
 class _Ticket:
-    """The token a request went out with (a 401 is recovered against it)."""
+    """One call across its re-sends: the token its request went out with (a 401 is
+    recovered against it), the HTTP requests made so far, the last limiter wait."""
 
-    __slots__ = ("token",)
+    __slots__ = ("sends", "token", "waited")
 
     def __init__(self) -> None:
         self.token = ""
+        self.sends = 0
+        self.waited = 0.0
 
 
 class Pipeline:
@@ -207,9 +214,10 @@ class Pipeline:
         shared.check_loop()
         if shared.closed:
             raise ClientClosed("the client is closed")
+        ticket = _Ticket()
         # Fast path: most requests succeed at once and need no retry machinery.
         try:
-            return await self._send_authenticated(method, outgoing, budget_methods)
+            return await self._send_authenticated(method, outgoing, budget_methods, ticket)
         except Exception as exc:
             if self.options.retry.attempts == 1 or not should_retry(exc):
                 raise
@@ -223,22 +231,30 @@ class Pipeline:
                 if not made:
                     made = True
                     raise first_failure
-                return await self._send_authenticated(method, outgoing, budget_methods)
+                return await self._send_authenticated(method, outgoing, budget_methods, ticket)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _on_retry(self, state: tenacity.RetryCallState) -> None:
         self.shared.stats.retries += 1
         exc = state.outcome.exception() if state.outcome else None
-        logger.info("retrying after %s (attempt %d)", type(exc).__name__, state.attempt_number)
+        logger.info(
+            "retrying after %s (attempt %d)",
+            type(exc).__name__,
+            state.attempt_number,
+            extra={
+                "event": "retry",
+                "attempt": state.attempt_number,
+                "error_type": None if exc is None else error_type(exc),
+            },
+        )
 
     # -- auth -------------------------------------------------------------------------------
 
     async def _send_authenticated(
-        self, method: str, outgoing: Outgoing, budget_methods: tuple[str, ...]
+        self, method: str, outgoing: Outgoing, budget_methods: tuple[str, ...], ticket: _Ticket
     ) -> Envelope:
         recoveries = 0  # 401s answered with a new token for this request
         while True:
-            ticket = _Ticket()
             try:
                 return await self._send_admitted(method, outgoing, budget_methods, ticket)
             except (TokenExpired, InvalidToken) as failure:
@@ -274,7 +290,8 @@ class Pipeline:
         try:
             with self.waiting():
                 await shared.budget.wait(budget_methods)
-                shared.stats.limiter_wait_seconds += await shared.limiter.acquire()
+                ticket.waited = await shared.limiter.acquire()
+                shared.stats.limiter_wait_seconds += ticket.waited
                 try:
                     headers, ticket.token = await shared.auth.headers()
                 except BaseException as exc:
@@ -293,7 +310,7 @@ class Pipeline:
                 shared.limiter.release()
                 raise
             headers["Content-Type"] = "application/json"
-            return await self._send_single(method, body, headers, outgoing)
+            return await self._send_single(method, body, headers, outgoing, ticket)
         except B24Error as exc:
             failure = exc
         finally:
@@ -316,16 +333,28 @@ class Pipeline:
     # -- one request ------------------------------------------------------------------------
 
     async def _send_single(
-        self, method: str, body: bytes, headers: dict[str, str], outgoing: Outgoing
+        self,
+        method: str,
+        body: bytes,
+        headers: dict[str, str],
+        outgoing: Outgoing,
+        ticket: _Ticket,
     ) -> Envelope:
         shared = self.shared
         timeout = self.options.timeout
         commands = outgoing.commands
+        url = shared.auth.url(method)
+        ticket.sends += 1
+        attempt = ticket.sends  # a re-sent request is a request of its own (and a span)
+        telemetry = shared.telemetry
+        probe = None
+        if telemetry is not None:
+            probe = telemetry.request(method, url, commands, attempt - 1, ticket.waited)
         loop = asyncio.get_running_loop()
         sent_at = loop.time()
         shared.on_wire += 1
         try:
-            raw = await shared.transport.post(shared.auth.url(method), body, headers, timeout)
+            raw = await shared.transport.post(url, body, headers, timeout)
             envelope = parse_response(raw, method, outgoing.decode)
         except B24Error as exc:
             if not isinstance(exc, RequestNotSent):
@@ -334,9 +363,16 @@ class Pipeline:
             if exc.method is None:
                 exc.method = method
             exc.sent_at = sent_at
+            elapsed = loop.time() - sent_at
             if exc.may_have_run and not exc.finished:
-                exc.finished = loop.time() - sent_at >= timeout.portal_limit
-            _log_request(method, commands, loop.time() - sent_at, exc)
+                exc.finished = elapsed >= timeout.portal_limit
+            _log_request(method, commands, elapsed, exc, attempt)
+            if probe is not None:
+                probe.end(elapsed, exc.status, exc)
+            raise
+        except BaseException as exc:  # cancelled on the wire: its span ends all the same
+            if probe is not None:
+                probe.end(loop.time() - sent_at, None, exc)
             raise
         finally:
             shared.on_wire -= 1
@@ -344,9 +380,12 @@ class Pipeline:
                 shared.idle.set()
         shared.stats.requests += 1
         shared.stats.commands += commands
-        _log_request(method, commands, loop.time() - sent_at, raw.status)
+        elapsed = loop.time() - sent_at
+        _log_request(method, commands, elapsed, raw.status, attempt)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s body: %s", method, redact(body.decode("utf-8", "replace")))
+        if probe is not None:
+            probe.end(elapsed, raw.status, None)
         shared.budget.observe(method, envelope.time)
         return envelope
 
@@ -402,14 +441,32 @@ def not_sent_for(error: OAuthError) -> RefreshFailed:
     )
 
 
-def _log_request(method: str, commands: int, elapsed: float, outcome: int | B24Error) -> None:
-    """The one INFO line per HTTP request (nothing secret: no URL, no body)."""
+def _log_request(
+    method: str, commands: int, elapsed: float, outcome: int | B24Error, attempt: int
+) -> None:
+    """The one INFO record per HTTP request: a readable line, and its fields in ``extra``
+    for JSON formatters and structlog (nothing secret: no URL, no body, no token)."""
     if not logger.isEnabledFor(logging.INFO):
         return
     plural = "" if commands == 1 else "s"
+    fields = {
+        "event": "request",
+        "method": method,
+        "status": outcome if isinstance(outcome, int) else outcome.status,
+        "duration_s": round(elapsed, 6),
+        "commands": commands,
+        "attempt": attempt,
+        "error_type": None if isinstance(outcome, int) else error_type(outcome),
+    }
     if isinstance(outcome, int):
         logger.info(
-            "POST %s -> %d (%d command%s) in %.3fs", method, outcome, commands, plural, elapsed
+            "POST %s -> %d (%d command%s) in %.3fs",
+            method,
+            outcome,
+            commands,
+            plural,
+            elapsed,
+            extra=fields,
         )
     else:
         logger.info(
@@ -419,4 +476,5 @@ def _log_request(method: str, commands: int, elapsed: float, outcome: int | B24E
             commands,
             plural,
             redact(str(outcome)),
+            extra=fields,
         )

@@ -30,6 +30,16 @@ def redact(text: str) -> str:
     return _BEARER.sub(lambda m: f"{m.group(1)}{MASK}", text)
 
 
+def redact_url(url: object) -> str:
+    """A URL as text with the webhook code, tokens and passwords masked.
+
+    Made for ``opentelemetry-instrumentation-aiohttp-client``'s ``url_filter`` (it passes
+    a ``yarl.URL``): ``AioHttpClientInstrumentor().instrument(url_filter=redact_url)``
+    keeps the credential out of its ``url.full``. Accepts a ``str`` as well.
+    """
+    return redact(str(url))
+
+
 def mask_secret(secret: str) -> str:
     """A stand-in for a secret in a repr: its length only."""
     return f"<{len(secret)} chars>" if secret else "<empty>"

@@ -17,6 +17,7 @@ from .._errors import AuthError, B24Error, MethodNotFound, RefreshFailed, Unreac
 from .._redact import redact
 from .._report import BulkReport
 from ._errors import error_text
+from ._logs import LOG_FORMATS
 
 __all__ = [
     "JSON_SCHEMA",
@@ -46,6 +47,12 @@ def add_output_options(parser: OneLineParser) -> None:
         action="count",
         default=0,
         help="log requests (-v INFO, -vv DEBUG), secrets redacted",
+    )
+    out.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log records as text lines or one JSON object each (json logs INFO without -v)",
     )
 
 

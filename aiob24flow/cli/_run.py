@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 import time
@@ -33,6 +32,7 @@ from ._journal import (
     journal_failure,
     open_journal,
 )
+from ._logs import configure_logging
 from ._progress import ProgressBar
 from ._report import (
     note,
@@ -120,12 +120,7 @@ class BulkCommand:
         return []
 
     def __call__(self, args: argparse.Namespace) -> int:
-        if args.verbose:
-            logging.basicConfig(
-                level=logging.DEBUG if args.verbose > 1 else logging.INFO,
-                format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                stream=sys.stderr,
-            )
+        configure_logging(args.verbose, args.log_format)
         return run_loop(run_bulk(self, args, sys.stdout))
 
 
