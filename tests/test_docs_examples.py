@@ -79,12 +79,16 @@ def blocks_of(path: Path) -> list[Block]:
         while end < len(lines) and lines[end].strip() != "```":
             end += 1
         if info.split(" ")[0] == "python":
-            body = [line[len(indent):] for line in lines[start:end]]
+            body = [line[len(indent) :] for line in lines[start:end]]
             prev = lines[i - 1] if i else ""
             skip = SKIP.search(prev)
             found.append(
-                Block(str(path.relative_to(ROOT)), start + 1, "\n".join(body) + "\n",
-                      skip["reason"] if skip else None)  # fmt: skip
+                Block(
+                    str(path.relative_to(ROOT)),
+                    start + 1,
+                    "\n".join(body) + "\n",
+                    skip["reason"] if skip else None,
+                )
             )
         i = end + 1
     return found
@@ -129,8 +133,19 @@ def redis_server() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-         "--dir", os.getcwd()],  # fmt: skip
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--dir",
+            os.getcwd(),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -5,8 +5,8 @@ durations normalised. To update them after a change: ``python docs/_tools/sessio
 from __future__ import annotations
 
 import importlib.util
-import sys
 import shutil
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -18,7 +18,9 @@ from tests.conftest import CLI_SCRIPT
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
-    pytest.mark.skipif(not CLI_SCRIPT.exists(), reason="the aiob24flow console script is not installed"),
+    pytest.mark.skipif(
+        not CLI_SCRIPT.exists(), reason="the aiob24flow console script is not installed"
+    ),
     pytest.mark.skipif(shutil.which("bash") is None, reason="the sessions are bash sessions"),
 ]
 
@@ -47,7 +49,9 @@ def test_captured_sessions_are_what_the_program_prints() -> None:
     paths = [ROOT / name for name in tool.FILES]
     with ThreadPoolExecutor(len(paths)) as pool:  # each session has its own emulator
         diffs = [d for found in pool.map(lambda p: tool.check([p]), paths) for d in found]
-    assert not diffs, "a captured session differs; run python docs/_tools/sessions.py\n" + "\n".join(diffs)
+    assert not diffs, (
+        "a captured session differs; run python docs/_tools/sessions.py\n" + "\n".join(diffs)
+    )
 
 
 def test_timings_are_the_only_thing_normalised() -> None:

@@ -90,7 +90,7 @@ def _section(parser: argparse.ArgumentParser, title: str, note: str = "") -> lis
         lines += [note, ""]
     lines += ["```text", _usage(parser), "```"]
     lines += _arguments(parser)
-    return lines + [""]
+    return [*lines, ""]
 
 
 def reference() -> str:

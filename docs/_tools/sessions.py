@@ -62,7 +62,9 @@ class Session:
 
 def sessions(path: Path) -> list[Session]:
     text = path.read_text(encoding="utf-8")
-    return [Session(path, m.start("body"), m.end("body"), m["body"]) for m in SESSION.finditer(text)]
+    return [
+        Session(path, m.start("body"), m.end("body"), m["body"]) for m in SESSION.finditer(text)
+    ]
 
 
 def normalise(text: str) -> str:
