@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
 import os
@@ -247,6 +248,8 @@ def test_examples_run(
                     raise AssertionError(f"{block.page}:{block.line}: the example failed") from exc
         finally:
             close_loop(loop)
+            del namespace
+            gc.collect()  # a resource an example leaked warns here, in its own page's test
     capsys.readouterr()
 
 
