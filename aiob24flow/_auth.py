@@ -43,6 +43,7 @@ __all__ = [
 logger = logging.getLogger("aiob24flow")
 
 DEFAULT_TOKEN_URL = "https://oauth.bitrix.info/oauth/token/"
+"""Bitrix24's OAuth server: where ``FlowClient.from_oauth`` refreshes tokens by default."""
 
 
 class Auth(Protocol):

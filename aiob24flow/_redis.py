@@ -76,7 +76,10 @@ def import_redis() -> Any:
 
 
 class RedisLimiter:
-    """The Redis backend: pass it as ``RateLimit(..., backend=RedisLimiter(url))``."""
+    """The Redis backend: pass it as ``RateLimit(..., backend=RedisLimiter(url))``.
+
+    One backend serves every client of the process; the clients do not close it:
+    ``await backend.aclose()`` when the process is done with it."""
 
     def __init__(
         self,

@@ -96,6 +96,9 @@ class RedisTokenStore:
     ``key`` names the hash (one per portal, e.g. its ``member_id``); the refresh lock is
     ``key + ":lock"``: ``SET NX PX lock_ttl`` with a random token, released by a Lua
     compare-and-delete. Every write is fenced by the same compare.
+
+    ``url_or_client`` is a Redis URL (the store opens a pool and ``aclose()`` closes it)
+    or a ``redis.asyncio.Redis`` made with ``decode_responses=True`` (left open).
     """
 
     def __init__(

@@ -8,5 +8,6 @@ __all__ = ["__version__"]
 
 try:
     __version__ = version("aiob24flow")
+    """The installed version of aiob24flow (``"0+unknown"`` in a bare source tree)."""
 except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
     __version__ = "0+unknown"
