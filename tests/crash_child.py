@@ -138,10 +138,20 @@ class KillingLog:
         await self.inner.release()
 
 
-class KillingJournal:
-    """A ``Journal`` over ``SqliteJournal`` whose jobs die at ``point``."""
+def open_journal(where: str) -> b24.Journal:
+    """``where`` names the journal: a SQLite path, or ``redis|URL|PREFIX``."""
+    if where.startswith("redis|"):
+        _, url, prefix = where.split("|")
+        # A lease a loaded machine cannot lose by accident, short enough that a resume
+        # takes the job over soon after the kill.
+        return b24.RedisJournal(url, prefix=prefix, lease_ttl=1.5)
+    return b24.SqliteJournal(where)
 
-    def __init__(self, inner: b24.SqliteJournal, point: str) -> None:
+
+class KillingJournal:
+    """A ``Journal`` whose jobs die at ``point``."""
+
+    def __init__(self, inner: b24.Journal, point: str) -> None:
         self.inner = inner
         self.point = KillPoint(point)
 
@@ -163,7 +173,7 @@ class KillingJournal:
 
 async def _main(argv: Sequence[str]) -> None:
     url, db, job_id, operation, point, flows, concurrency = argv
-    journal = KillingJournal(b24.SqliteJournal(db), point)
+    journal = KillingJournal(open_journal(db), point)
     try:
         async with client_for(url, int(concurrency)) as client:
             report = await run_operation(

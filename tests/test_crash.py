@@ -47,7 +47,7 @@ import pytest
 import aiob24flow as b24
 from aiob24flow._journal import JobRecord
 from aiob24flow.emulator import EmulatorServer, Faults, Portal, PortalConfig
-from tests.crash_child import TIMEOUT, client_for, run_operation
+from tests.crash_child import TIMEOUT, client_for, open_journal, run_operation
 
 ROOT = Path(__file__).resolve().parent.parent
 ZYGOTE = "from tests.crash_child import zygote; zygote()"
@@ -201,7 +201,7 @@ async def run_child(
     faults = server.portal.config.faults
     assert isinstance(faults, CutFaults)
     log = db.with_name(f"{db.name}.{point.replace(':', '-')}.log")
-    argv = [server.webhook_url(), str(db), JOB, operation, "none" if outside else point,
+    argv = [server.webhook_url(), where(db), JOB, operation, "none" if outside else point,
             str(flows), str(concurrency)]  # fmt: skip
     pid = await zygote.start(argv, log)
     if outside is not None:
@@ -215,19 +215,39 @@ async def run_child(
     return code, log.read_text(errors="replace") if log.exists() else ""
 
 
+#: The journals of the Redis cases: the ``db`` path of a case -> ``redis|URL|PREFIX``
+#: (a SQLite case's journal is its ``db`` file).
+REDIS_JOURNALS: dict[Path, str] = {}
+
+
+def where(db: Path) -> str:
+    """The journal of a case, as the job process is told it (``open_journal``)."""
+    return REDIS_JOURNALS.get(db, str(db))
+
+
 async def resume(server: EmulatorServer, db: Path, operation: str, flows: int = FLOWS) -> Report:
-    """The same call, in this process, to its end."""
-    async with (
-        b24.SqliteJournal(db) as journal,
-        client_for(server.webhook_url(), CONCURRENCY) as client,
-    ):
-        call = run_operation(client, operation, range(1, flows + 1), journal, JOB)
-        return await asyncio.wait_for(call, WAIT)
+    """The same call, in this process, to its end (once a killed runner's Redis lease has
+    expired: ``JobBusy`` until then)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        journal = open_journal(where(db))
+        try:
+            async with client_for(server.webhook_url(), CONCURRENCY) as client:
+                call = run_operation(client, operation, range(1, flows + 1), journal, JOB)
+                return await asyncio.wait_for(call, WAIT)
+        except b24.JobBusy:
+            assert time.monotonic() < deadline, "the killed runner's lease never expired"
+            await asyncio.sleep(0.1)
+        finally:
+            await journal.aclose()
 
 
 async def read_record(db: Path) -> JobRecord:
-    async with b24.SqliteJournal(db) as journal:
+    journal = open_journal(where(db))
+    try:
         record = await journal.read_job(JOB)
+    finally:
+        await journal.aclose()
     assert record is not None
     return record
 
@@ -474,11 +494,37 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("operation", "point", "faults"), CASES, ids=map("-".join, CASES))
+#: The cases run on ``RedisJournal`` too (one or two of each operation, with cuts).
+REDIS_CASES = [
+    ("activate_many", "intent:3", "cut"),
+    ("activate_many", "answer-before:2", "cut"),
+    ("pin_many", "answer:1", "cut2"),
+    ("verify", "snapshot:1", "cut"),
+    ("verify", "intent:2", "cut"),
+    ("set_active_on", "answer-before:1", "cut"),
+    ("set_active_on", "settle:2", "cut"),
+    ("set_active_off", "late", "cut"),
+    ("set_pinned", "answer-before:1", "cut"),
+    ("set_pinned", "late", "cut"),
+]
+ALL_CASES = [
+    *[pytest.param(*case, "sqlite", id="-".join(case)) for case in CASES],
+    *[
+        pytest.param(*case, "redis", id="-".join((*case, "redis")), marks=pytest.mark.redis)
+        for case in REDIS_CASES
+    ],
+]
+
+
+@pytest.mark.parametrize(("operation", "point", "faults", "journal"), ALL_CASES)
 async def test_killed_and_resumed(
-    zygote: Zygote, tmp_path: Path, operation: str, point: str, faults: str
-) -> None:
+    zygote: Zygote, tmp_path: Path, request: pytest.FixtureRequest, operation: str,
+    point: str, faults: str, journal: str,
+) -> None:  # fmt: skip
     db = tmp_path / "journal.db"
+    if journal == "redis":
+        url = request.getfixturevalue("redis_url")
+        REDIS_JOURNALS[db] = f"redis|{url}|crash{time.monotonic_ns()}"
     cut, refuse = FAULTS[faults]
     latency = 0.02 if point.startswith("requests") else 0.0
     async with EmulatorServer(portal(FLOWS, cut=cut, refuse=refuse, latency=latency)) as server:
