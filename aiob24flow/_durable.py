@@ -20,6 +20,7 @@ finished job is kept, and running it again sends nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,16 +29,24 @@ from typing import Any
 from ._converge import ActiveConvergence, Journaled, PinConvergence, active_of, run_job
 from ._errors import B24Error, RequestNotSent, ResponseLost
 from ._job import FAILED, OK_FALSE, OK_TRUE, OK_VALUE, PENDING, UNKNOWN, Control
-from ._journal import JobLog, JobRecord, JobSpec, Journal, decode_errors, encode_errors
+from ._journal import (
+    JobLog,
+    JobRecord,
+    JobSpec,
+    Journal,
+    decode_errors,
+    decode_ids,
+    encode_errors,
+    encode_ids,
+)
 from ._methods import ACTIVATE, GET
 from ._pipeline import Pipeline
-from ._report import BulkReport, build_report, finish, guarded
+from ._report import BulkReport, build_report, finish, guarded, job_report
 from ._retry import should_retry
 
 __all__ = ["History", "decode_report", "encode_report", "run_journaled"]
 
 Run = Callable[[JobLog, "History"], Awaitable[BulkReport[Any]]]
-
 
 
 def resendable(error: B24Error) -> bool:
@@ -161,6 +170,11 @@ async def toggle_resumed(
 ) -> BulkReport[Any]:  # fmt: skip
     """``activate_many`` / ``pin_many``: what was answered stays, what is in doubt is
     ``unknown`` (never sent again), the rest is sent."""
+    if not history.last:  # a job's first run: the plain job, and its report as it is
+        job = await guarded(control, lambda: run_job(pipeline, method, ids, control, log=log))
+        if job is not None:
+            return job_report(job, control, changed=True)
+        return build_report(ids, {}, {}, {}, control=control)
     succeeded: dict[int, Any] = {}
     failed: dict[int, B24Error] = {}
     unknown: dict[int, B24Error] = {}
@@ -334,31 +348,43 @@ async def pin_resumed(
 # -- a finished job's report ----------------------------------------------------------------
 
 
-def encode_report(report: BulkReport[Any]) -> dict[str, Any]:
-    def errors(items: dict[int, B24Error]) -> tuple[list[int], str]:
-        keys = list(items)
-        return keys, encode_errors(dict(enumerate(items.values())))
+def _ids_text(ids: Sequence[int]) -> str:
+    return base64.b64encode(encode_ids(ids)).decode("ascii")
 
-    failed_ids, failed = errors(report.failed)
-    unknown_ids, unknown = errors(report.unknown)
+
+def _ids_of(text: str) -> list[int]:
+    return list(decode_ids(base64.b64decode(text)))
+
+
+def encode_report(report: BulkReport[Any]) -> dict[str, Any]:
+    """A finished job's report, compact: ids packed (``encode_ids``), the states as bytes
+    (every journaled operation's result is a bool), errors as the journal writes them."""
+
+    def errors(items: dict[int, B24Error]) -> list[str]:
+        return [_ids_text(list(items)), encode_errors(dict(enumerate(items.values())))]
+
+    values = report.succeeded.values()
+    assert all(isinstance(v, bool) for v in values)  # True, or a pinned / active state
+    states = base64.b64encode(bytes(map(int, values))).decode("ascii")
     return {
         "counts": report.summary(),
-        "succeeded": [[k, v] for k, v in report.succeeded.items()],
-        "failed": [failed_ids, failed],
-        "unknown": [unknown_ids, unknown],
-        "changed": list(report.changed),
+        "succeeded": [_ids_text(list(report.succeeded)), states],
+        "failed": errors(report.failed),
+        "unknown": errors(report.unknown),
+        "changed": _ids_text(report.changed),
     }
 
 
 def decode_report(data: dict[str, Any]) -> BulkReport[Any]:
-    def errors(pair: list[Any]) -> dict[int, B24Error]:
+    """The report ``encode_report`` wrote."""
+
+    def errors(pair: list[str]) -> dict[int, B24Error]:
         ids, text = pair
         decoded = decode_errors(text)
-        return {flow_id: decoded[i] for i, flow_id in enumerate(ids)}
+        return {flow_id: decoded[i] for i, flow_id in enumerate(_ids_of(ids))}
 
+    ids, states = data["succeeded"]
+    succeeded = dict(zip(_ids_of(ids), map(bool, base64.b64decode(states)), strict=True))
     return BulkReport(
-        {int(k): v for k, v in data["succeeded"]},
-        errors(data["failed"]),
-        errors(data["unknown"]),
-        tuple(data["changed"]),
+        succeeded, errors(data["failed"]), errors(data["unknown"]), tuple(_ids_of(data["changed"]))
     )

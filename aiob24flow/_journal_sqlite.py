@@ -14,6 +14,7 @@ expire under a living one (POSIX; the journal is not available on Windows).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -37,7 +38,7 @@ from ._journal import (
     encode_errors,
     encode_ids,
 )
-from ._sqlite_worker import SqliteWorker
+from ._sqlite_worker import SqliteWorker, Statement
 
 __all__ = ["SqliteJournal"]
 
@@ -122,7 +123,7 @@ class SqliteJournal:
         except BaseException:
             _drop_lock(fd)
             raise
-        return _SqliteJobLog(self._execute, job_id, record, fd, next_seq, next_n)
+        return _SqliteJobLog(self._submit, job_id, record, fd, next_seq, next_n)
 
     def _lock_path(self, job_id: str) -> str:
         digest = hashlib.sha256(job_id.encode()).hexdigest()[:32]
@@ -250,98 +251,137 @@ class SqliteJournal:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _execute(self, sql: str, args: Sequence[Any], wait: bool) -> None:
-        """One write of a job's log, grouped with others into one commit; ``wait``: until
-        it is committed (an intent before its request leaves)."""
+    def _submit(
+        self, statements: Sequence[Statement], wait: bool
+    ) -> Awaitable[None] | None:
+        """Hand writes of a job's log to the thread (committed together, and grouped with
+        others); with ``wait``, what to await until they are committed."""
         try:
-            done = self._thread().write(sql, args, wait=wait)
-            if done is not None:
-                await done
+            done = self._thread().write(statements, wait=wait)
         except (sqlite3.Error, OSError, RuntimeError) as exc:
+            raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
+        return None if done is None else self._committed(done)
+
+    async def _committed(self, done: Awaitable[None]) -> None:
+        try:
+            await done
+        except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
 
 
 class _SqliteJobLog:
-    """One runner's hold on one job in a ``SqliteJournal``."""
+    """One runner's hold on one job in a ``SqliteJournal``.
+
+    Answers are held briefly and committed with the next write of the job (an intent, most
+    often, which is committed before its request leaves anyway), or on their own within
+    ``ANSWER_DELAY`` seconds: one commit and one thread hand-off per request instead of two.
+    A process that dies in between leaves those flows in doubt, the safe side.
+    """
+
+    ANSWER_DELAY = 0.05
 
     def __init__(
         self,
-        execute: Callable[[str, Sequence[Any], bool], Awaitable[None]],
+        submit: Callable[[Sequence[Statement], bool], Awaitable[None] | None],
         job_id: str,
         record: JobRecord,
         lock_fd: int,
         next_seq: int,
         next_n: int,
     ) -> None:
-        self._execute = execute
+        self._submit = submit
         self.job_id = job_id
         self._record = record
         self._fd: int | None = lock_fd
         self._seq = next_seq
         self._n = next_n
+        self._held: list[Statement] = []  # answers not handed to the thread yet
+        self._flush: asyncio.TimerHandle | None = None
+        self._failed: BaseException | None = None
 
     @property
     def record(self) -> JobRecord:
         return self._record
 
-    async def _write(self, sql: str, args: Sequence[Any], *, wait: bool = True) -> None:
+    async def _write(self, statement: Statement, *, wait: bool = True) -> None:
         if self._fd is None:
             raise JournalError(f"job {self.job_id!r} was released: nothing more is written")
-        await self._execute(sql, args, wait)
+        if self._failed is not None:
+            raise JournalError(f"journal write failed: {self._failed}") from self._failed
+        statements, self._held = [*self._held, statement], []
+        done = self._submit(statements, wait)
+        if done is not None:
+            await done
+
+    def _hold(self, statement: Statement) -> None:
+        self._held.append(statement)
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(self.ANSWER_DELAY, self._flush_held)
+
+    def _flush_held(self) -> None:
+        self._flush = None
+        statements, self._held = self._held, []
+        if statements and self._fd is not None:
+            try:
+                self._submit(statements, False)
+            except JournalError as exc:  # the next write says so: nothing more is sent
+                self._failed = exc
 
     async def intent(self, method: str, ids: Sequence[int], seq: int | None) -> int:
         now = time.time()
         if seq is not None:  # a re-send after a refusal: the latest send time counts
             await self._write(
-                "UPDATE intents SET sent_at=? WHERE job_id=? AND seq=?", (now, self.job_id, seq)
+                ("UPDATE intents SET sent_at=? WHERE job_id=? AND seq=?", (now, self.job_id, seq))
             )
             return seq
         seq, self._seq = self._seq, self._seq + 1
         await self._write(
-            "INSERT INTO intents VALUES (?,?,?,?,?,?)",
-            (self.job_id, seq, method, now, len(ids), encode_ids(ids)),
-        )
+            ("INSERT INTO intents VALUES (?,?,?,?,?,?)",
+             (self.job_id, seq, method, now, len(ids), encode_ids(ids)))
+        )  # fmt: skip
         return seq
 
     async def answer(self, seq: int, codes: bytes, errors: dict[int, B24Error]) -> None:
-        # Not awaited: committed within milliseconds with the next intent or alone; if the
-        # process dies first, the flows are in doubt (the safe side).
-        await self._write(
-            "INSERT OR REPLACE INTO answers VALUES (?,?,?,?)",
-            (self.job_id, seq, codes, encode_errors(errors) if errors else None),
-            wait=False,
-        )
+        if self._fd is None:
+            raise JournalError(f"job {self.job_id!r} was released: nothing more is written")
+        self._hold(
+            ("INSERT OR REPLACE INTO answers VALUES (?,?,?,?)",
+             (self.job_id, seq, codes, encode_errors(errors) if errors else None))
+        )  # fmt: skip
 
     async def settle(
         self, ids: Sequence[int], codes: bytes, changed: bytes, errors: dict[int, B24Error]
     ) -> None:
         n, self._n = self._n, self._n + 1
         await self._write(
-            "INSERT INTO settles VALUES (?,?,?,?,?,?)",
-            (self.job_id, n, encode_ids(ids), codes, changed,
-             encode_errors(errors) if errors else None),
+            ("INSERT INTO settles VALUES (?,?,?,?,?,?)",
+             (self.job_id, n, encode_ids(ids), codes, changed,
+              encode_errors(errors) if errors else None)),
             wait=False,
         )  # fmt: skip
 
     async def snapshot(self, ids: Sequence[int], states: bytes) -> None:
         n, self._n = self._n, self._n + 1
         await self._write(
-            "INSERT INTO snapshots VALUES (?,?,?,?)", (self.job_id, n, encode_ids(ids), states)
+            ("INSERT INTO snapshots VALUES (?,?,?,?)", (self.job_id, n, encode_ids(ids), states))
         )
 
     async def finish(self, report: dict[str, Any]) -> None:
         counts = json.dumps(report["counts"])
         blob = zlib.compress(json.dumps(report, separators=(",", ":")).encode(), 1)
         await self._write(
-            "UPDATE jobs SET state='finished', counts=?, report=?, updated_at=? WHERE job_id=?",
-            (counts, blob, time.time(), self.job_id),
-        )
+            ("UPDATE jobs SET state='finished', counts=?, report=?, updated_at=? "
+             "WHERE job_id=?", (counts, blob, time.time(), self.job_id))
+        )  # fmt: skip
 
     def held(self) -> bool:
         """A ``flock`` cannot expire under a living holder."""
         return self._fd is not None
 
     async def release(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+        self._flush_held()  # what was answered is written before another runner may start
         fd, self._fd = self._fd, None
         if fd is not None:
             _drop_lock(fd)

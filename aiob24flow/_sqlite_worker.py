@@ -20,27 +20,28 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["SqliteWorker"]
+__all__ = ["SqliteWorker", "Statement"]
 
 #: How long a group of writes nobody waits for may wait for more (seconds).
 LINGER = 0.02
 
 
+Statement = tuple[str, Sequence[Any]]
+
+
 class _Op:
-    __slots__ = ("args", "call", "future", "loop", "sql")
+    __slots__ = ("call", "future", "loop", "statements")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop | None,
         future: asyncio.Future[Any] | None,
-        sql: str | None = None,
-        args: Sequence[Any] = (),
+        statements: Sequence[Statement] = (),
         call: Callable[[sqlite3.Connection], Any] | None = None,
     ) -> None:
         self.loop = loop
         self.future = future
-        self.sql = sql
-        self.args = args
+        self.statements = statements
         self.call = call
 
 
@@ -69,16 +70,17 @@ class SqliteWorker:
         self._submit(_Op(loop, future, call=call), wake=True)
         return future
 
-    def write(self, sql: str, args: Sequence[Any], *, wait: bool) -> asyncio.Future[Any] | None:
-        """Queue one write; with ``wait``, a future done once it is committed."""
+    def write(self, statements: Sequence[Statement], *, wait: bool) -> asyncio.Future[Any] | None:
+        """Queue writes (committed together, in order); with ``wait``, a future done once
+        they are committed."""
         if self.failed is not None:
             raise self.failed
         if not wait:
-            self._submit(_Op(None, None, sql, args), wake=False)
+            self._submit(_Op(None, None, statements), wake=False)
             return None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._submit(_Op(loop, future, sql, args), wake=True)
+        self._submit(_Op(loop, future, statements), wake=True)
         return future
 
     def _submit(self, op: _Op, *, wake: bool) -> None:
@@ -156,8 +158,8 @@ class SqliteWorker:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for op in writes:
-                    assert op.sql is not None
-                    db.execute(op.sql, op.args)
+                    for sql, args in op.statements:
+                        db.execute(sql, args)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -180,9 +182,7 @@ class SqliteWorker:
                 loop.call_soon_threadsafe(_resolve, futures, error, result)
 
 
-def _resolve(
-    futures: list[asyncio.Future[Any]], error: BaseException | None, result: Any
-) -> None:
+def _resolve(futures: list[asyncio.Future[Any]], error: BaseException | None, result: Any) -> None:
     for future in futures:
         if future.done():
             continue
