@@ -481,7 +481,7 @@ class Job:
             if self._abandoned and claim.positions is not None:
                 # On the wire when the caller abandoned it: it may run on the portal.
                 lost = ResponseLost(
-                    "abandoned: the answer was not awaited (Stop.abandon); it may have run",
+                    "abandoned: its answer was not awaited; it may have run",
                     method=self.method,
                 )
                 lost.finished = False

@@ -371,6 +371,8 @@ class Pipeline:
                 probe.end(elapsed, exc.status, exc)
             raise
         except BaseException as exc:  # cancelled on the wire: its span ends all the same
+            shared.stats.requests += 1  # it left (an abandoned answer may still run)
+            shared.stats.commands += commands
             if probe is not None:
                 probe.end(loop.time() - sent_at, None, exc)
             raise

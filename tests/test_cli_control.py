@@ -193,6 +193,7 @@ async def test_refreshed_tokens_that_cannot_be_saved_stop_the_job(tmp_path: Path
         (["activate", "1", "--webhook", "{webhook}", "--redis", "nota://url"], "--redis"),
         (["activate", "1", "--webhook", "https://p.example/rest/1/x/", "--burst", "0"], "burst"),
         (["activate", "1", "--webhook", "https://p.example:99999/rest/1/x/"], "port"),
+        (["activate", "1", "--webhook", "https://[bad/rest/1/X/"], "--webhook is not a URL"),
         (["activate", "1", "--concurrency", "0"], "concurrency"),
         (["emulator", "--port", "99999"], "--port"),
         (["emulator", "--flows", "x"], "--flows"),

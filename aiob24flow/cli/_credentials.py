@@ -64,7 +64,10 @@ def webhook_base(url: str, source: str) -> tuple[str, str | None]:
     code, and what was trimmed after it, if anything: a URL copied from the portal's
     webhook page often ends in a method name (``.../tasks.flow.Flow.activate.json``).
     The code is never put in a message."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: one line, not a traceback
+        raise UsageError(f"{source} is not a URL: expected {WEBHOOK_SHAPE}") from None
     segments = parts.path.split("/")
     rest = len(segments) - 1 - segments[::-1].index("rest") if "rest" in segments else -1
     after = [s for s in segments[rest + 1 :] if s] if rest >= 0 else []

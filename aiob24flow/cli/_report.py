@@ -196,7 +196,7 @@ def systemic_line(error: B24Error) -> str:
     if isinstance(error, MethodNotFound):
         return f"the portal does not know the method: {text}"
     if isinstance(error, Unreachable):
-        return f"cannot reach the portal: {text}"
+        return text  # its message says it: "cannot reach the portal: connection refused"
     if isinstance(error, RefreshFailed):
         return f"no valid OAuth token (the refresh failed): {text}"
     return f"the job ended: {text}"
