@@ -179,11 +179,13 @@ def _unreachable(exc: aiohttp.ClientConnectorError) -> bool:
         return True
     if isinstance(exc, aiohttp.ClientSSLError):
         return True
-    return isinstance(exc.os_error, (socket.gaierror, ConnectionRefusedError, ssl_.SSLError))
+    # getattr: aiohttp 3.10.0's certificate error has an ``os_error`` property that raises.
+    os_error = getattr(exc, "os_error", None)
+    return isinstance(os_error, (socket.gaierror, ConnectionRefusedError, ssl_.SSLError))
 
 
 def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
-    os_error = exc.os_error
+    os_error = getattr(exc, "os_error", None)  # see _unreachable
     if isinstance(os_error, socket.gaierror):
         return "host name not found"
     if isinstance(os_error, ConnectionRefusedError):
