@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import pytest
 import aiob24flow as b24
 from aiob24flow._methods import ACTIVATE
 from aiob24flow.emulator import Faults
-from tests.conftest import CLI_SCRIPT, run_cli, serve
+from tests.conftest import CLI_SCRIPT, free_port, redis_server, run_cli, serve
 from tests.test_cli_platform import NO_FCNTL
 
 if not CLI_SCRIPT.exists():  # pragma: no cover - installed elsewhere
@@ -495,43 +494,13 @@ async def test_jobs_forget_exits_0_then_1(tmp_path: Path) -> None:
 # -- a Redis journal ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def journal_redis() -> Iterator[str]:
-    """A redis-server on loopback for the module (once RedisJournal has landed, conftest's
-    ``redis_url`` can serve instead)."""
+    """A redis-server of this module's own (its jobs are listed by ``aiob24flow jobs``)."""
     if getattr(b24, "RedisJournal", None) is None:
         pytest.skip("this version has no RedisJournal")
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (.ci/run installs it)")
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with redis_server() as url:
+        yield url
 
 
 @pytest.mark.redis
@@ -567,7 +536,7 @@ async def test_a_redis_journal_busy_or_unreachable_sends_nothing(journal_redis: 
             )
             assert (code, out) == (75, ""), err
             assert "job held is held by another runner" in one_line(err)
-            closed = f"redis://127.0.0.1:{_free_port()}/0"
+            closed = f"redis://127.0.0.1:{free_port()}/0"
             code, out, err = await run(server, "activate", "1-3", "--journal", closed)
             assert (code, out) == (74, ""), err
             assert one_line(err).endswith("; nothing was sent")
