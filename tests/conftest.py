@@ -167,9 +167,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
-    """A real redis-server on a free loopback port, without persistence (nothing is left
-    on disk); its URL. Skips (fails in CI) where redis-server is not installed."""
+def redis_server(*options: str) -> Iterator[str]:
+    """A real redis-server on a free loopback port, without persistence unless
+    ``options`` say otherwise (they come last: e.g. ``--appendonly yes --dir D``); its URL.
+    Skips (fails in CI) where redis-server is not installed."""
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("CI"):
@@ -177,10 +178,11 @@ def redis_server() -> Iterator[str]:
         pytest.skip("redis-server is not installed")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 10
         while True:

@@ -28,11 +28,8 @@ import inspect
 import logging
 import os
 import re
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +38,7 @@ from typing import Any
 import pytest
 
 from aiob24flow.emulator import EmulatorServer, Portal, PortalConfig
+from tests.conftest import redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK = "https://your-portal.bitrix24.com/rest/1/WEBHOOK_CODE/"
@@ -123,47 +121,10 @@ class ThreadedPortal:
         self.loop.close()
 
 
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (.ci/run installs it)")
-        pytest.skip("this page needs redis-server, which is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--dir",
-            os.getcwd(),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def docs_redis() -> contextlib.AbstractContextManager[str]:
+    """A redis-server with an append-only file, as the docs tell users to run it (so the
+    token store's persistence warning stays out of the examples' output)."""
+    return redis_server("--appendonly", "yes", "--dir", os.getcwd())
 
 
 def make_ca(directory: Path) -> str:
@@ -229,7 +190,7 @@ def test_examples_run(
     loopback_only(monkeypatch)
     text = "".join(b.code for b in blocks)
     with contextlib.ExitStack() as stack:
-        redis = stack.enter_context(redis_server()) if REDIS in text else REDIS
+        redis = stack.enter_context(docs_redis()) if REDIS in text else REDIS
         portal = stack.enter_context(ThreadedPortal(PortalConfig(active_ratio=0.5, leak=None)))
         monkeypatch.setenv("B24_WEBHOOK_URL", portal.webhook_url())
         replace = {WEBHOOK: portal.webhook_url(), ENDPOINT: portal.oauth_endpoint, REDIS: redis}
