@@ -510,12 +510,12 @@ class Job:
         """The outcome of each flow of an answered (or lost) request, after its intent."""
         assert self.log is not None and claim.seq is not None and claim.positions is not None
         status, errors = self.status, self._errors
-        codes = bytes(status[p] for p in claim.positions)
-        failed = {
-            i: errors[p]
-            for i, p in enumerate(claim.positions)
-            if status[p] in (FAILED, UNKNOWN)
-        }
+        codes = bytes(map(status.__getitem__, claim.positions))
+        failed = (
+            {i: errors[p] for i, p in enumerate(claim.positions) if status[p] in (FAILED, UNKNOWN)}
+            if FAILED in codes or UNKNOWN in codes
+            else {}
+        )
         try:
             await self.log.answer(claim.seq, codes, failed)
         except B24Error as exc:  # the journal failed: send nothing more

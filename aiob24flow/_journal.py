@@ -15,7 +15,8 @@ and never per flow:
 - ``finish(report)``: the job is done; running it again returns this report.
 
 Records are encoded here, once for every backend: flow ids as packed little-endian
-int64 (zlib-compressed), outcome codes as bytes, errors as small JSON objects.
+integers (a request's as they are, more zlib-compressed), outcome codes as bytes, errors
+as small JSON objects.
 """
 
 from __future__ import annotations
@@ -199,17 +200,33 @@ def _packed(ids: Sequence[int]) -> bytes:
     return packed.tobytes()
 
 
+#: Up to this many ids (a request's, at most 50) are stored as they are: compressing 50 ids
+#: costs more CPU than the write itself, and saves a few bytes a flow.
+_PLAIN_UP_TO = 64
+_INT32, _INT64 = b"\x04", b"\x08"  # the first byte of a plain blob (never a zlib header)
+
+
 def encode_ids(ids: Sequence[int]) -> bytes:
-    """Flow ids as zlib-compressed little-endian int64 (consecutive ids shrink a lot)."""
-    return zlib.compress(_packed(ids), 1)
+    """Flow ids, little-endian: a request's few as plain int32 (int64 when one is larger),
+    more of them zlib-compressed int64 (consecutive ids shrink a lot)."""
+    if len(ids) > _PLAIN_UP_TO:
+        return zlib.compress(_packed(ids), 1)
+    try:
+        plain, tag = array("i", ids), _INT32
+    except OverflowError:
+        plain, tag = array("q", ids), _INT64
+    if sys.byteorder == "big":  # pragma: no cover
+        plain.byteswap()
+    return tag + plain.tobytes()
 
 
 def decode_ids(blob: bytes) -> array[int]:
-    ids = array("q")
-    ids.frombytes(zlib.decompress(blob))
+    tag = blob[:1]
+    ids = array("i") if tag == _INT32 else array("q")
+    ids.frombytes(blob[1:] if tag in (_INT32, _INT64) else zlib.decompress(blob))
     if sys.byteorder == "big":  # pragma: no cover
         ids.byteswap()
-    return ids
+    return ids if ids.typecode == "q" else array("q", ids)
 
 
 def encode_errors(errors: dict[int, B24Error]) -> str:

@@ -81,6 +81,7 @@ class SqliteJournal:
         self.path = os.fspath(path)
         self.durable = durable
         self._worker: SqliteWorker | None = None
+        self._in_flight = [0]  # requests of this journal's jobs sent and not yet answered
 
     def __repr__(self) -> str:
         return f"SqliteJournal({self.path!r}, durable={self.durable})"
@@ -123,7 +124,7 @@ class SqliteJournal:
         except BaseException:
             _drop_lock(fd)
             raise
-        return _SqliteJobLog(self._submit, job_id, record, fd, next_seq, next_n)
+        return _SqliteJobLog(self._submit, job_id, record, fd, next_seq, next_n, self._in_flight)
 
     def _lock_path(self, job_id: str) -> str:
         digest = hashlib.sha256(job_id.encode()).hexdigest()[:32]
@@ -252,12 +253,12 @@ class SqliteJournal:
         await self.aclose()
 
     def _submit(
-        self, statements: Sequence[Statement], wait: bool
+        self, statements: Sequence[Statement], wait: bool, company: int = 0
     ) -> Awaitable[None] | None:
         """Hand writes of a job's log to the thread (committed together, and grouped with
         others); with ``wait``, what to await until they are committed."""
         try:
-            done = self._thread().write(statements, wait=wait)
+            done = self._thread().write(statements, wait=wait, company=company)
         except (sqlite3.Error, OSError, RuntimeError) as exc:
             raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
         return None if done is None else self._committed(done)
@@ -282,14 +283,17 @@ class _SqliteJobLog:
 
     def __init__(
         self,
-        submit: Callable[[Sequence[Statement], bool], Awaitable[None] | None],
+        submit: Callable[[Sequence[Statement], bool, int], Awaitable[None] | None],
         job_id: str,
         record: JobRecord,
         lock_fd: int,
         next_seq: int,
         next_n: int,
+        in_flight: list[int],
     ) -> None:
         self._submit = submit
+        self._in_flight = in_flight  # the journal's count, shared by its jobs
+        self._open: set[int] = set()  # this job's intents without an answer
         self.job_id = job_id
         self._record = record
         self._fd: int | None = lock_fd
@@ -303,13 +307,13 @@ class _SqliteJobLog:
     def record(self) -> JobRecord:
         return self._record
 
-    async def _write(self, statement: Statement, *, wait: bool = True) -> None:
+    async def _write(self, statement: Statement, *, wait: bool = True, company: int = 0) -> None:
         if self._fd is None:
             raise JournalError(f"job {self.job_id!r} was released: nothing more is written")
         if self._failed is not None:
             raise JournalError(f"journal write failed: {self._failed}") from self._failed
         statements, self._held = [*self._held, statement], []
-        done = self._submit(statements, wait)
+        done = self._submit(statements, wait, company)
         if done is not None:
             await done
 
@@ -323,7 +327,7 @@ class _SqliteJobLog:
         statements, self._held = self._held, []
         if statements and self._fd is not None:
             try:
-                self._submit(statements, False)
+                self._submit(statements, False, 0)
             except JournalError as exc:  # the next write says so: nothing more is sent
                 self._failed = exc
 
@@ -335,15 +339,22 @@ class _SqliteJobLog:
             )
             return seq
         seq, self._seq = self._seq, self._seq + 1
+        company = self._in_flight[0]
+        self._open.add(seq)
+        self._in_flight[0] += 1
         await self._write(
             ("INSERT INTO intents VALUES (?,?,?,?,?,?)",
-             (self.job_id, seq, method, now, len(ids), encode_ids(ids)))
+             (self.job_id, seq, method, now, len(ids), encode_ids(ids))),
+            company=company,
         )  # fmt: skip
         return seq
 
     async def answer(self, seq: int, codes: bytes, errors: dict[int, B24Error]) -> None:
         if self._fd is None:
             raise JournalError(f"job {self.job_id!r} was released: nothing more is written")
+        if seq in self._open:
+            self._open.discard(seq)
+            self._in_flight[0] -= 1
         self._hold(
             ("INSERT OR REPLACE INTO answers VALUES (?,?,?,?)",
              (self.job_id, seq, codes, encode_errors(errors) if errors else None))
@@ -382,6 +393,8 @@ class _SqliteJobLog:
         if self._flush is not None:
             self._flush.cancel()
         self._flush_held()  # what was answered is written before another runner may start
+        self._in_flight[0] -= len(self._open)
+        self._open.clear()
         fd, self._fd = self._fd, None
         if fd is not None:
             _drop_lock(fd)

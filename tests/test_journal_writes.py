@@ -1,0 +1,156 @@
+"""How a journal writes, below the jobs: the encoding of flow ids, the multi-row inserts
+a commit is made of, and the group commit of the SQLite journal's thread (intents with
+company share one commit; a lone intent is committed at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from aiob24flow._journal import decode_ids, encode_ids
+from aiob24flow._sqlite_worker import GROUP_MAX, SqliteWorker, merged
+
+
+@pytest.mark.parametrize(
+    ("ids", "first_byte"),
+    [
+        ([], b"\x04"),
+        ([1, 2, 3], b"\x04"),
+        (list(range(1000, 1050)), b"\x04"),  # a request's ids: plain int32
+        ([-(2**31), 2**31 - 1], b"\x04"),
+        ([2**31, 5], b"\x08"),  # one id past int32: plain int64
+        ([2**62, -(2**62)], b"\x08"),
+        (list(range(1, 66)), b"x"),  # more than a request's: zlib
+        (list(range(10**6, 10**6 + 1000, 7)), b"x"),
+    ],
+)
+def test_ids_round_trip_in_the_encoding_their_count_and_size_call_for(
+    ids: list[int], first_byte: bytes
+) -> None:
+    blob = encode_ids(ids)
+    assert blob[:1] == first_byte
+    assert list(decode_ids(blob)) == ids
+    assert decode_ids(blob).typecode == "q"
+
+
+def test_a_request_s_ids_take_four_bytes_a_flow() -> None:
+    assert len(encode_ids(list(range(7000, 7050)))) == 1 + 4 * 50
+
+
+INTENT = "INSERT INTO intents VALUES (?,?,?)"
+ANSWER = "INSERT OR REPLACE INTO answers VALUES (?,?)"
+
+
+@pytest.mark.parametrize(
+    ("statements", "expected"),
+    [
+        ([], []),
+        ([(INTENT, (1, 2, 3))], [(INTENT, (1, 2, 3))]),
+        (  # rows of each table merged, the tables in order of first appearance
+            [(ANSWER, ("a", 1)), (INTENT, (1, 2, 3)), (ANSWER, ("b", 2)), (INTENT, (4, 5, 6))],
+            [
+                ("INSERT OR REPLACE INTO answers VALUES (?,?),(?,?)", ["a", 1, "b", 2]),
+                ("INSERT INTO intents VALUES (?,?,?),(?,?,?)", [1, 2, 3, 4, 5, 6]),
+            ],
+        ),
+        (  # an UPDATE: everything as it was, in order
+            [(INTENT, (1, 2, 3)), ("UPDATE intents SET x=?", (1,)), (INTENT, (4, 5, 6))],
+            [(INTENT, (1, 2, 3)), ("UPDATE intents SET x=?", (1,)), (INTENT, (4, 5, 6))],
+        ),
+    ],
+)
+def test_a_commit_s_inserts_are_merged_per_table(
+    statements: list[tuple[str, tuple[object, ...]]], expected: list[object]
+) -> None:
+    assert merged(statements) == expected  # type: ignore[arg-type]
+
+
+def test_merged_inserts_stay_under_sqlite_s_lowest_parameter_limit(tmp_path: Path) -> None:
+    rows = [(INTENT, (i, i + 1, i + 2)) for i in range(0, 3 * 700, 3)]
+    statements = merged(rows)  # type: ignore[arg-type]
+    assert [len(args) for _, args in statements] == [999, 999, 102]
+    db = sqlite3.connect(tmp_path / "m.db")
+    db.execute("CREATE TABLE intents(a, b, c)")
+    for sql, args in statements:
+        db.execute(sql, args)
+    assert db.execute("SELECT COUNT(*), SUM(a) FROM intents").fetchone() == (
+        700,
+        sum(range(0, 2100, 3)),
+    )
+
+
+class Counting:
+    """A database for ``SqliteWorker`` whose commits are counted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.commits = 0
+
+    def connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("CREATE TABLE IF NOT EXISTS t(v)")
+        db.set_trace_callback(self._trace)
+        return db
+
+    def _trace(self, sql: str) -> None:
+        if sql == "COMMIT" or sql.startswith("INSERT"):  # a lone INSERT commits itself
+            self.commits += 1
+
+
+async def test_intents_with_company_share_one_commit(tmp_path: Path) -> None:
+    db = Counting(tmp_path / "g.db")
+    worker = SqliteWorker(db.connect, window=60.0)  # only enough company ends the wait
+    try:
+        await worker.call(lambda c: None)  # connected
+        before = db.commits
+        futures = [
+            worker.write([("INSERT INTO t VALUES (?)", (i,))], wait=True, company=3)
+            for i in range(3)
+        ]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)  # type: ignore[arg-type]
+        assert db.commits - before == 1
+        rows = await worker.call(lambda c: c.execute("SELECT v FROM t").fetchall())
+        assert rows == [(0,), (1,), (2,)]
+    finally:
+        worker.close()
+
+
+async def test_a_lone_intent_is_committed_at_once(tmp_path: Path) -> None:
+    db = Counting(tmp_path / "l.db")
+    worker = SqliteWorker(db.connect, window=60.0)  # a wait would fail the test's timeout
+    try:
+        for company in (0, 1):  # at most one other request in flight
+            done = worker.write([("INSERT INTO t VALUES (?)", (company,))], wait=True,
+                                company=company)  # fmt: skip
+            await asyncio.wait_for(done, 10)  # type: ignore[arg-type]
+    finally:
+        worker.close()
+
+
+async def test_a_group_waits_for_at_most_group_max_intents(tmp_path: Path) -> None:
+    db = Counting(tmp_path / "m.db")
+    worker = SqliteWorker(db.connect, window=60.0)
+    try:
+        await worker.call(lambda c: None)
+        futures = [
+            worker.write([("INSERT INTO t VALUES (?)", (i,))], wait=True, company=1000)
+            for i in range(GROUP_MAX)
+        ]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)  # type: ignore[arg-type]
+    finally:
+        worker.close()
+
+
+async def test_closing_ends_a_wait_for_company(tmp_path: Path) -> None:
+    db = Counting(tmp_path / "c.db")
+    worker = SqliteWorker(db.connect, window=60.0)
+    await worker.call(lambda c: None)
+    done = worker.write([("INSERT INTO t VALUES (?)", (1,))], wait=True, company=5)
+    await asyncio.sleep(0)
+    worker.close()
+    await asyncio.wait_for(done, 10)  # type: ignore[arg-type]
+    check = sqlite3.connect(tmp_path / "c.db")
+    assert check.execute("SELECT v FROM t").fetchall() == [(1,)]
