@@ -66,7 +66,7 @@ async def test_a_journaled_run_names_its_job_once_and_a_rerun_sends_nothing(
         assert code == 0, err
         assert server.state.requests == sent  # the stored report; nothing sent
         assert f"job {ids[0]} was finished by an earlier run" in err
-        assert f"aiob24flow jobs forget {ids[0]}" in err
+        assert f"aiob24flow jobs forget {ids[0]} --journal {journal}" in err  # to paste
         assert all(server.state.activations[i] == 1 for i in range(1, 61))
         assert re.search(r"succeeded +60\n", again) and re.search(r"changed +60\n", again)
         code, out, _ = await run(server, "activate", "1-60", "--journal", journal, "--json")
@@ -171,7 +171,7 @@ async def test_a_mismatched_job_exits_2_with_one_line_and_sends_nothing(tmp_path
             assert (code, out) == (2, ""), err
             assert one_line(err) == (
                 "aiob24flow: error: job n was started with another command or ids; use "
-                "another --job-id or `aiob24flow jobs forget n`"
+                f"another --job-id or `aiob24flow jobs forget n --journal {journal}`"
             )
             assert other.state.requests == 0
 
@@ -544,3 +544,14 @@ async def test_a_redis_journal_busy_or_unreachable_sends_nothing(journal_redis: 
         await held.release()
     finally:
         await journal.aclose()
+
+
+def test_the_forget_command_it_suggests_pastes_and_keeps_a_password_out() -> None:
+    from aiob24flow.cli._journal import forget_command
+
+    assert forget_command("n", "/tmp/my jobs.db") == (
+        "aiob24flow jobs forget n --journal '/tmp/my jobs.db'"
+    )
+    line = forget_command("job 1", "redis://:s3cret@localhost:6379/0")
+    assert "s3cret" not in line
+    assert line == "aiob24flow jobs forget 'job 1' --journal 'redis://:***@localhost:6379/0'"

@@ -42,6 +42,15 @@ async def test_activate_on_an_active_flow_switches_it_off_and_says_it_toggles() 
     assert "(to set a state: set-pinned --on/--off)" in words(out)
 
 
+async def test_a_toggle_that_toggled_nothing_does_not_say_it_toggled() -> None:
+    async with serve(flows=3) as server:
+        code, out, _ = await run("activate", "2000", "--webhook", server.webhook_url(), *FAST)
+        assert code == 1
+        assert server.state.activations.total() == 0
+    assert re.search(r"failed +1\n", out), out
+    assert "toggled:" not in out
+
+
 async def test_pin_says_it_toggles_and_points_to_set_pinned() -> None:
     async with serve(flows=3) as server:
         server.state.pins[(2, 1)] = True

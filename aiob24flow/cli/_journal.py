@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -165,7 +166,7 @@ def journal_failure(error: JournalError, job_id: str, location: str, *, sent: bo
     if isinstance(error, JobMismatch):
         return UsageError(
             f"job {job_id} was started with another command or ids; use another --job-id "
-            f"or `aiob24flow jobs forget {job_id}`"
+            f"or `{forget_command(job_id, location)}`"
         )
     if isinstance(error, JobBusy):
         return busy(job_id)
@@ -203,13 +204,19 @@ def journal_cause(report: BulkReport[Any]) -> JournalError | None:
     return None
 
 
-def taken_line(job_id: str, record: JobRecord) -> str:
+def forget_command(job_id: str, location: str) -> str:
+    """The command that deletes ``job_id`` from the journal at ``location``, to paste (a
+    password in a Redis URL masked)."""
+    return f"aiob24flow jobs forget {shlex.quote(job_id)} --journal {shlex.quote(redact(location))}"
+
+
+def taken_line(job_id: str, record: JobRecord, location: str) -> str:
     """What the command says once it holds the job (before any request)."""
     again = f"job {job_id}: if this run is interrupted, run the same command again to resume it"
     if record.finished:
         return (
             f"job {job_id} was finished by an earlier run: its report follows, nothing is "
-            f"sent (to run it anew: aiob24flow jobs forget {job_id})"
+            f"sent (to run it anew: {forget_command(job_id, location)})"
         )
     if record.intents or record.settles or record.snapshots:
         return f"{again} (resuming what earlier runs left)"
@@ -223,10 +230,11 @@ class AnnouncedJournal:
 
     journal: Journal
     tell: Callable[[str], None]
+    location: str  # as given to --journal
 
     async def open_job(self, job_id: str, spec: JobSpec) -> JobLog:
         log = await self.journal.open_job(job_id, spec)
-        self.tell(taken_line(job_id, log.record))
+        self.tell(taken_line(job_id, log.record, self.location))
         return log
 
     async def jobs(self) -> list[JobSummary]:

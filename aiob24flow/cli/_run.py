@@ -152,7 +152,7 @@ async def run_bulk(command: BulkCommand, args: argparse.Namespace, out: TextIO) 
     client = make_client(args, store, tell)
     journal = open_journal(args.journal) if journaled else None  # no I/O yet
     try:
-        announced = AnnouncedJournal(journal, tell) if journal is not None else None
+        announced = AnnouncedJournal(journal, tell, args.journal) if journal is not None else None
         job = await _run_job(command, args, ids, client, announced, job_id, out)
     except JournalError as exc:  # raised before any request, or by the final write
         sent = client.stats().requests > 0

@@ -37,6 +37,8 @@ class _Toggle(BulkCommand):
         return f"{self.name} (toggle)"
 
     def details(self, args: argparse.Namespace, report: BulkReport[Any]) -> list[str]:
+        if not report.succeeded and not report.unknown:  # nothing was (or may be) toggled
+            return []
         return [
             f"  toggled: {self.on} -> {self.off}, {self.off} -> {self.on}; "
             f"to set a state instead: aiob24flow {self.setter} --on/--off"
