@@ -24,7 +24,7 @@ from ._batch import BatchResult, Commands, normalize_commands
 from ._config import ClientOptions, Settings, ssl_option
 from ._job import Progress
 from ._job_telemetry import observed
-from ._journal import Journal
+from ._journal import Journal, check_job_id
 from ._limiter import Limiter, RateLimit, bucket_for
 from ._methods import ACTIVATE, GET, PIN
 from ._operating import OperatingBudget
@@ -255,9 +255,7 @@ class FlowClient:
             return None
         if not isinstance(journal, Journal):
             raise TypeError("journal must be an aiob24flow.SqliteJournal or RedisJournal")
-        if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
-            raise ValueError("job_id must be a non-empty str of at most 200 characters")
-        return _bulk.Durable(self._pipeline, journal, job_id, on_progress, stop)
+        return _bulk.Durable(self._pipeline, journal, check_job_id(job_id), on_progress, stop)
 
     async def _observed(
         self, operation: str, ids: Sequence[int], job: Awaitable[BulkReport[Any]]

@@ -44,6 +44,7 @@ __all__ = [
     "JobSummary",
     "Journal",
     "Settle",
+    "check_job_id",
     "decode_errors",
     "decode_ids",
     "encode_errors",
@@ -187,6 +188,17 @@ class Journal(Protocol):
     async def forget(self, job_id: str) -> bool: ...
 
     async def aclose(self) -> None: ...
+
+
+def check_job_id(job_id: object) -> str:
+    """The rule for a job id, the same for ``FlowClient`` and every journal."""
+    if job_id is None:
+        raise ValueError("a journaled call needs job_id= (a str naming the job)")
+    if not isinstance(job_id, str):
+        raise TypeError(f"job_id must be a str, got {type(job_id).__name__}")
+    if not job_id or len(job_id) > 200:
+        raise ValueError("job_id must be a non-empty str of at most 200 characters")
+    return job_id
 
 
 # -- encoding ---------------------------------------------------------------------------

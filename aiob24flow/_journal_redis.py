@@ -49,6 +49,7 @@ from ._journal import (
     JobSpec,
     JobSummary,
     Settle,
+    check_job_id,
     decode_errors,
     decode_ids,
     encode_errors,
@@ -249,7 +250,7 @@ class RedisJournal:
     # -- jobs ---------------------------------------------------------------------------
 
     async def open_job(self, job_id: str, spec: JobSpec) -> _RedisJobLog:
-        _check_job_id(job_id)
+        check_job_id(job_id)
         ctx = self._ctx
         keys = _Keys(self.prefix, job_id)
         token = secrets.token_hex(16)
@@ -273,7 +274,7 @@ class RedisJournal:
 
     async def read_job(self, job_id: str) -> JobRecord | None:
         """What the journal holds of ``job_id`` (None: no such job), without taking it."""
-        _check_job_id(job_id)
+        check_job_id(job_id)
         loaded = await _load(self._ctx, _Keys(self.prefix, job_id), None)
         return None if loaded is None else loaded[0]
 
@@ -302,7 +303,7 @@ class RedisJournal:
 
     async def forget(self, job_id: str) -> bool:
         """Delete a job (``JobBusy`` while a runner holds it); True if it was there."""
-        _check_job_id(job_id)
+        check_job_id(job_id)
         ctx = self._ctx
         keys = _Keys(self.prefix, job_id)
         token = secrets.token_hex(16)
@@ -634,9 +635,3 @@ def _where(redis: Any) -> str:
     if kwargs.get("path"):
         return f"unix:{kwargs['path']}/{kwargs.get('db', 0)}"
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
-
-
-def _check_job_id(job_id: object) -> None:
-    # The rule SqliteJournal and FlowClient apply too.
-    if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
-        raise ValueError("job_id must be a non-empty str of at most 200 characters")

@@ -33,6 +33,7 @@ from ._journal import (
     JobSpec,
     JobSummary,
     Settle,
+    check_job_id,
     decode_errors,
     decode_ids,
     encode_errors,
@@ -116,7 +117,7 @@ class SqliteJournal:
     # -- jobs ---------------------------------------------------------------------------
 
     async def open_job(self, job_id: str, spec: JobSpec) -> _SqliteJobLog:
-        _check_job_id(job_id)
+        check_job_id(job_id)
         lock = self._lock_path(job_id)
         fd = await self._run(lambda db: _take_lock(lock, job_id))
         try:
@@ -214,7 +215,7 @@ class SqliteJournal:
 
     async def forget(self, job_id: str) -> bool:
         """Delete a job (``JobBusy`` while a runner holds it); True if it was there."""
-        _check_job_id(job_id)
+        check_job_id(job_id)
         lock = self._lock_path(job_id)
         fd = await self._run(lambda db: _take_lock(lock, job_id))
         try:
@@ -398,11 +399,6 @@ class _SqliteJobLog:
         fd, self._fd = self._fd, None
         if fd is not None:
             _drop_lock(fd)
-
-
-def _check_job_id(job_id: object) -> None:
-    if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
-        raise ValueError("job_id must be a non-empty str of at most 200 characters")
 
 
 def _take_lock(path: str, job_id: str) -> int:

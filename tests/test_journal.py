@@ -106,7 +106,7 @@ async def test_a_job_held_by_another_runner_is_busy(journals: Journals) -> None:
         ({"journal": "x.db", "job_id": "a"}, TypeError),
         ({"journal": "JOURNAL", "job_id": ""}, ValueError),
         ({"journal": "JOURNAL", "job_id": None}, ValueError),
-        ({"journal": "JOURNAL", "job_id": 5}, ValueError),
+        ({"journal": "JOURNAL", "job_id": 5}, TypeError),
     ],
 )
 async def test_bad_journal_arguments_send_nothing(
