@@ -215,7 +215,8 @@ def _packed(ids: Sequence[int]) -> bytes:
 #: Up to this many ids (a request's, at most 50) are stored as they are: compressing 50 ids
 #: costs more CPU than the write itself, and saves a few bytes a flow.
 _PLAIN_UP_TO = 64
-_INT32, _INT64 = b"\x04", b"\x08"  # the first byte of a plain blob (never a zlib header)
+# The first byte of a plain blob; a compressed one starts 0x78 (zlib, 32 KiB window).
+_INT32, _INT64 = b"\x04", b"\x08"
 
 
 def encode_ids(ids: Sequence[int]) -> bytes:

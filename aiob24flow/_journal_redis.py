@@ -21,9 +21,9 @@ characters in it never becomes a key name)::
     {prefix}:K:snapshots     list        <ids, states>
     {prefix}:K:lease         string      the holder's random token (PX lease_ttl)
 
-Records are encoded as ``SqliteJournal`` encodes them (``encode_ids``: zlib'd int64;
-codes as bytes; errors as JSON; the finished report as zlib'd JSON), packed behind small
-little-endian length headers.
+Records are encoded as ``SqliteJournal`` encodes them (``encode_ids``: a request's ids
+plain, more of them zlib'd; codes as bytes; errors as JSON; the finished report as zlib'd
+JSON), packed behind small little-endian length headers.
 """
 
 from __future__ import annotations

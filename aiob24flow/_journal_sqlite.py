@@ -192,6 +192,7 @@ class SqliteJournal:
 
     async def read_job(self, job_id: str) -> JobRecord | None:
         """What the journal holds of ``job_id`` (None: no such job), without taking it."""
+        check_job_id(job_id)
         return await self._run(self._load, job_id)
 
     async def jobs(self) -> list[JobSummary]:
@@ -227,10 +228,14 @@ class SqliteJournal:
 
     def _forget(self, db: sqlite3.Connection, job_id: str) -> bool:
         found = db.execute("SELECT 1 FROM jobs WHERE job_id=?", (job_id,)).fetchone()
-        db.execute("BEGIN")
-        for table in _TABLES:
-            db.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))  # the table names are ours
-        db.execute("COMMIT")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in _TABLES:  # the table names are ours
+                db.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         return found is not None
 
     async def aclose(self) -> None:
@@ -343,11 +348,16 @@ class _SqliteJobLog:
         company = self._in_flight[0]
         self._open.add(seq)
         self._in_flight[0] += 1
-        await self._write(
-            ("INSERT INTO intents VALUES (?,?,?,?,?,?)",
-             (self.job_id, seq, method, now, len(ids), encode_ids(ids))),
-            company=company,
-        )  # fmt: skip
+        try:
+            await self._write(
+                ("INSERT INTO intents VALUES (?,?,?,?,?,?)",
+                 (self.job_id, seq, method, now, len(ids), encode_ids(ids))),
+                company=company,
+            )  # fmt: skip
+        except BaseException:  # not sent: not in flight
+            self._open.discard(seq)
+            self._in_flight[0] -= 1
+            raise
         return seq
 
     async def answer(self, seq: int, codes: bytes, errors: dict[int, B24Error]) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import threading
 import time
@@ -45,7 +46,7 @@ Statement = tuple[str, Sequence[Any]]
 
 
 class _Op:
-    __slots__ = ("call", "company", "future", "loop", "statements")
+    __slots__ = ("call", "company", "future", "loop", "queued", "statements")
 
     def __init__(
         self,
@@ -60,6 +61,7 @@ class _Op:
         self.statements = statements
         self.call = call
         self.company = company
+        self.queued = 0.0  # when a waited-for write was queued (monotonic)
 
 
 class SqliteWorker:
@@ -76,7 +78,8 @@ class SqliteWorker:
         self._linger = linger
         self._window = window
         self._ops: deque[_Op] = deque()
-        self._waited = 0  # queued ops somebody waits for
+        self._waited = 0  # queued writes somebody waits for
+        self._first = 0.0  # when the first of them was queued
         self._company = 0  # the most company any of them has
         self._enough = 0  # while gathering: the queued intents that end the wait early
         self._cond = threading.Condition()
@@ -117,7 +120,9 @@ class SqliteWorker:
             if self._closing:
                 raise RuntimeError("the journal is closed")
             self._ops.append(op)
-            if op.future is not None:
+            if op.future is not None and op.call is None:
+                if not self._waited:
+                    self._first = time.monotonic()
                 self._waited += 1
                 self._company = max(self._company, op.company)
                 # While the thread gathers, each wake-up costs a GIL hand-off: wake it
@@ -147,7 +152,11 @@ class SqliteWorker:
                     except BaseException as exc:
                         self._settle(group, exc)
                         continue
-                self._process(db, group)
+                try:
+                    self._process(db, group)
+                except BaseException as exc:  # a bug: fail the group and all later writes
+                    self.failed = self.failed or exc
+                    self._settle(group, exc)
         finally:
             if db is not None:
                 db.close()
@@ -172,8 +181,9 @@ class SqliteWorker:
             return group
 
     def _gather(self) -> None:
-        """Wait (under the lock) for the intents of the requests in flight, a little."""
-        deadline = time.monotonic() + self._window
+        """Wait (under the lock) for the intents of the requests in flight, a little: the
+        window counts from the first intent's queueing (it may have waited for a commit)."""
+        deadline = self._first + self._window
         try:
             while not self._closing:
                 self._enough = min(self._company, GROUP_MAX)
@@ -194,7 +204,11 @@ class SqliteWorker:
             writes = []
             try:
                 result = op.call(db)
+                if db.in_transaction:  # a call must end what it began
+                    raise sqlite3.OperationalError("a journal call left a transaction open")
             except BaseException as exc:
+                if db.in_transaction:  # never let a later write join it: roll it back
+                    db.execute("ROLLBACK")
                 self._settle([op], exc)
             else:
                 self._settle([op], None, result)
@@ -206,8 +220,10 @@ class SqliteWorker:
         if self.failed is not None:
             self._settle(writes, self.failed)
             return
-        statements = merged([s for op in writes for s in op.statements])
         try:
+            if db.in_transaction:  # a lone statement would join it, not commit
+                raise sqlite3.OperationalError("a transaction is open on the journal")
+            statements = merged([s for op in writes for s in op.statements])
             if len(statements) == 1:  # one statement is its own transaction
                 db.execute(*statements[0])
             else:
@@ -249,22 +265,28 @@ def _resolve(futures: list[asyncio.Future[Any]], error: BaseException | None, re
 
 #: The most parameters in one statement (SQLite's lowest ``SQLITE_MAX_VARIABLE_NUMBER``).
 _MAX_VARIABLES = 999
+#: An insert that can take more rows: ``INSERT [OR ...] INTO table VALUES (?,...,?)``.
+_PLAIN_INSERT = re.compile(r"(INSERT(?: OR [A-Z]+)? INTO (\w+)) VALUES (\((?:\?,)*\?\))")
 
 
 def merged(statements: list[Statement]) -> list[Statement]:
     """The statements of one commit, the rows inserted into each table merged into a
     multi-row ``INSERT``: each call into SQLite hands the GIL to the event loop and back,
-    which costs more than the row. Any other statement (an ``UPDATE``) keeps them all as
-    they are, in order."""
+    which costs more than the row. Anything else (an ``UPDATE``, another clause, two kinds
+    of insert into one table) keeps them all as they are, in order."""
     rows: dict[str, list[Sequence[Any]]] = {}
+    tables: dict[str, str] = {}
     for sql, args in statements:
-        if not sql.startswith("INSERT") or " VALUES (" not in sql:
+        plain = _PLAIN_INSERT.fullmatch(sql)
+        if plain is None or tables.setdefault(plain[2], sql) != sql:
             return statements
         rows.setdefault(sql, []).append(args)
     out: list[Statement] = []
     for sql, table_rows in rows.items():
-        head, _, values = sql.partition(" VALUES ")
-        per = max(1, _MAX_VARIABLES // max(1, len(table_rows[0])))
+        plain = _PLAIN_INSERT.fullmatch(sql)
+        assert plain is not None
+        head, values = plain[1], plain[3]
+        per = _MAX_VARIABLES // (values.count("?"))
         for start in range(0, len(table_rows), per):
             chunk = table_rows[start : start + per]
             if len(chunk) == 1:

@@ -23,6 +23,7 @@ from aiob24flow._sqlite_worker import GROUP_MAX, SqliteWorker, merged
         ([-(2**31), 2**31 - 1], b"\x04"),
         ([2**31, 5], b"\x08"),  # one id past int32: plain int64
         ([2**62, -(2**62)], b"\x08"),
+        (list(range(1, 65)), b"\x04"),  # 64: still plain
         (list(range(1, 66)), b"x"),  # more than a request's: zlib
         (list(range(10**6, 10**6 + 1000, 7)), b"x"),
     ],
@@ -42,6 +43,7 @@ def test_a_request_s_ids_take_four_bytes_a_flow() -> None:
 
 INTENT = "INSERT INTO intents VALUES (?,?,?)"
 ANSWER = "INSERT OR REPLACE INTO answers VALUES (?,?)"
+PLAIN_ANSWER = "INSERT INTO answers VALUES (?,?)"
 
 
 @pytest.mark.parametrize(
@@ -59,6 +61,18 @@ ANSWER = "INSERT OR REPLACE INTO answers VALUES (?,?)"
         (  # an UPDATE: everything as it was, in order
             [(INTENT, (1, 2, 3)), ("UPDATE intents SET x=?", (1,)), (INTENT, (4, 5, 6))],
             [(INTENT, (1, 2, 3)), ("UPDATE intents SET x=?", (1,)), (INTENT, (4, 5, 6))],
+        ),
+        (  # two kinds of insert into one table: their order matters
+            [(ANSWER, ("a", 1)), (PLAIN_ANSWER, ("a", 2)), (ANSWER, ("b", 3))],
+            [(ANSWER, ("a", 1)), (PLAIN_ANSWER, ("a", 2)), (ANSWER, ("b", 3))],
+        ),
+        (  # a clause after the values, numbered parameters: not a plain insert
+            [(INTENT + " ON CONFLICT DO NOTHING", (1, 2, 3)), (INTENT, (4, 5, 6))],
+            [(INTENT + " ON CONFLICT DO NOTHING", (1, 2, 3)), (INTENT, (4, 5, 6))],
+        ),
+        (
+            [("INSERT INTO t VALUES (?1,?2)", (1, 2)), ("INSERT INTO t VALUES (?1,?2)", (3, 4))],
+            [("INSERT INTO t VALUES (?1,?2)", (1, 2)), ("INSERT INTO t VALUES (?1,?2)", (3, 4))],
         ),
     ],
 )
@@ -149,8 +163,79 @@ async def test_closing_ends_a_wait_for_company(tmp_path: Path) -> None:
     worker = SqliteWorker(db.connect, window=60.0)
     await worker.call(lambda c: None)
     done = worker.write([("INSERT INTO t VALUES (?)", (1,))], wait=True, company=5)
-    await asyncio.sleep(0)
+    for _ in range(10_000):  # until the thread waits for company (a poll, not a timing)
+        if worker._enough:
+            break
+        await asyncio.sleep(0.001)
+    assert worker._enough == 5
     worker.close()
     await asyncio.wait_for(done, 10)  # type: ignore[arg-type]
     check = sqlite3.connect(tmp_path / "c.db")
     assert check.execute("SELECT v FROM t").fetchall() == [(1,)]
+
+
+async def test_a_transaction_a_failed_call_left_open_is_rolled_back_not_joined(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    db = Counting(path)
+    worker = SqliteWorker(db.connect)
+    try:
+
+        def half_done(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN")
+            c.execute("INSERT INTO t VALUES (0)")
+            raise sqlite3.OperationalError("database is locked")  # as a failed forget
+
+        with pytest.raises(sqlite3.OperationalError):
+            await worker.call(half_done)
+        done = worker.write([("INSERT INTO t VALUES (?)", (1,))], wait=True)
+        await asyncio.wait_for(done, 10)  # type: ignore[arg-type]
+        other = sqlite3.connect(path)  # what another process sees: committed
+        assert other.execute("SELECT v FROM t").fetchall() == [(1,)]
+    finally:
+        worker.close()
+
+
+async def test_a_write_that_fails_in_the_thread_fails_every_later_write(tmp_path: Path) -> None:
+    db = Counting(tmp_path / "f.db")
+    worker = SqliteWorker(db.connect)
+    try:
+        bad = [("INSERT INTO t VALUES (?)", None), ("INSERT INTO t VALUES (?)", None)]
+        with pytest.raises(TypeError):
+            await asyncio.wait_for(worker.write(bad, wait=True), 10)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            worker.write([("INSERT INTO t VALUES (?)", (1,))], wait=True)
+    finally:
+        worker.close()
+
+
+async def test_each_intent_tells_how_many_other_requests_are_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiob24flow import JobSpec, SqliteJournal
+
+    async with SqliteJournal(tmp_path / "j.db", durable=False) as journal:
+        a = await journal.open_job("a", JobSpec("activate_many", list(range(1, 501))))
+        b = await journal.open_job("b", JobSpec("pin_many", list(range(1, 501))))
+        worker = journal._thread()
+        told: list[int] = []
+        write = worker.write
+
+        def recording(statements: list[object], *, wait: bool, company: int = 0) -> object:
+            if wait:
+                told.append(company)
+            return write(statements, wait=wait, company=company)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(worker, "write", recording)
+        s1 = await a.intent("m", [1], None)
+        await a.intent("m", [2], None)
+        await b.intent("m", [3], None)  # the journal counts every job's requests
+        await a.answer(s1, b"\x01", {})
+        await a.answer(s1, b"\x01", {})  # an answer counts once
+        await a.intent("m", [4], s1)  # a re-send is no new request
+        await b.intent("m", [5], None)
+        await a.release()  # its requests in flight are no longer counted
+        await b.intent("m", [6], None)
+        await b.release()
+        assert told == [0, 1, 2, 0, 2, 2]
