@@ -7,11 +7,12 @@ one commit (one sync with ``durable=True``), its rows merged into one ``INSERT``
 
 - A write the caller waits for (an intent: durable before its request leaves) is
   committed at once with whatever else is queued, unless other requests are in flight
-  (``company``): then it may wait up to ``GROUP_WINDOW`` for their successors' intents, as
-  PostgreSQL's ``commit_delay`` waits while ``commit_siblings`` are active. At full speed
-  one commit (one sync) covers several requests, for a millisecond or two of latency that
-  costs no throughput (the requests in flight keep the portal busy). A lone request, the
-  usual case at the portal's limit, is committed at once.
+  (``company``) and intents come faster than one a ``GROUP_WINDOW``: then it may wait up
+  to that window for their successors' intents, as PostgreSQL's ``commit_delay`` waits
+  while ``commit_siblings`` are active. At full speed one commit (one sync) covers several
+  requests, for a millisecond or two of latency that costs no throughput (the requests in
+  flight keep the portal busy). At the portal's pace (one request every few hundred
+  milliseconds) each intent is committed at once.
 - A write nobody waits for (an answer) may linger a few milliseconds for company, so that
   answers ride with the next intent's commit.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import sqlite3
 import threading
@@ -46,7 +48,7 @@ Statement = tuple[str, Sequence[Any]]
 
 
 class _Op:
-    __slots__ = ("call", "company", "future", "loop", "queued", "statements")
+    __slots__ = ("call", "company", "future", "loop", "statements")
 
     def __init__(
         self,
@@ -61,7 +63,6 @@ class _Op:
         self.statements = statements
         self.call = call
         self.company = company
-        self.queued = 0.0  # when a waited-for write was queued (monotonic)
 
 
 class SqliteWorker:
@@ -73,13 +74,17 @@ class SqliteWorker:
         connect: Callable[[], sqlite3.Connection],
         linger: float = LINGER,
         window: float = GROUP_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connect = connect
         self._linger = linger
         self._window = window
+        self._clock = clock
         self._ops: deque[_Op] = deque()
         self._waited = 0  # queued writes somebody waits for
         self._first = 0.0  # when the first of them was queued
+        self._last = -math.inf  # when the latest waited-for write was queued
+        self._recent = False  # the first came within a window of the one before it
         self._company = 0  # the most company any of them has
         self._enough = 0  # while gathering: the queued intents that end the wait early
         self._cond = threading.Condition()
@@ -121,8 +126,12 @@ class SqliteWorker:
                 raise RuntimeError("the journal is closed")
             self._ops.append(op)
             if op.future is not None and op.call is None:
+                now = self._clock()
                 if not self._waited:
-                    self._first = time.monotonic()
+                    # Intents that come this often are worth waiting for; one after a
+                    # pause (the portal's pace) is committed at once.
+                    self._first, self._recent = now, now - self._last < self._window
+                self._last = now
                 self._waited += 1
                 self._company = max(self._company, op.company)
                 # While the thread gathers, each wake-up costs a GIL hand-off: wake it
@@ -173,7 +182,7 @@ class SqliteWorker:
                 # Only writes nobody waits for: give the next intent a chance to join.
                 if not self._closing:
                     self._cond.wait(self._linger)
-            elif self._waited < self._company:
+            elif self._recent and self._waited < self._company:
                 self._gather()
             group = list(self._ops)
             self._ops.clear()
@@ -187,7 +196,7 @@ class SqliteWorker:
         try:
             while not self._closing:
                 self._enough = min(self._company, GROUP_MAX)
-                left = deadline - time.monotonic()
+                left = deadline - self._clock()
                 if self._waited >= self._enough or left <= 0:
                     return
                 self._cond.wait(left)

@@ -114,11 +114,28 @@ class Counting:
             self.commits += 1
 
 
+class Clock:
+    """The worker's clock, moved by the test (the window itself is real: 60 s, so a wait
+    that should not happen fails the test's 10 s timeout)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def started(db: Counting, clock: Clock) -> SqliteWorker:
+    """A worker that has committed one intent (intents now come "often")."""
+    worker = SqliteWorker(db.connect, window=60.0, clock=clock)
+    await asyncio.wait_for(worker.write([("INSERT INTO t VALUES (-1)", ())], wait=True), 10)  # type: ignore[arg-type]
+    return worker
+
+
 async def test_intents_with_company_share_one_commit(tmp_path: Path) -> None:
     db = Counting(tmp_path / "g.db")
-    worker = SqliteWorker(db.connect, window=60.0)  # only enough company ends the wait
+    worker = await started(db, Clock())  # only enough company ends the wait
     try:
-        await worker.call(lambda c: None)  # connected
         before = db.commits
         futures = [
             worker.write([("INSERT INTO t VALUES (?)", (i,))], wait=True, company=3)
@@ -127,14 +144,14 @@ async def test_intents_with_company_share_one_commit(tmp_path: Path) -> None:
         await asyncio.wait_for(asyncio.gather(*futures), 10)  # type: ignore[arg-type]
         assert db.commits - before == 1
         rows = await worker.call(lambda c: c.execute("SELECT v FROM t").fetchall())
-        assert rows == [(0,), (1,), (2,)]
+        assert rows == [(-1,), (0,), (1,), (2,)]
     finally:
         worker.close()
 
 
 async def test_a_lone_intent_is_committed_at_once(tmp_path: Path) -> None:
     db = Counting(tmp_path / "l.db")
-    worker = SqliteWorker(db.connect, window=60.0)  # a wait would fail the test's timeout
+    worker = await started(db, Clock())  # a wait would fail the test's timeout
     try:
         for company in (0, 1):  # at most one other request in flight
             done = worker.write([("INSERT INTO t VALUES (?)", (company,))], wait=True,
@@ -146,9 +163,8 @@ async def test_a_lone_intent_is_committed_at_once(tmp_path: Path) -> None:
 
 async def test_a_group_waits_for_at_most_group_max_intents(tmp_path: Path) -> None:
     db = Counting(tmp_path / "m.db")
-    worker = SqliteWorker(db.connect, window=60.0)
+    worker = await started(db, Clock())
     try:
-        await worker.call(lambda c: None)
         futures = [
             worker.write([("INSERT INTO t VALUES (?)", (i,))], wait=True, company=1000)
             for i in range(GROUP_MAX)
@@ -160,8 +176,7 @@ async def test_a_group_waits_for_at_most_group_max_intents(tmp_path: Path) -> No
 
 async def test_closing_ends_a_wait_for_company(tmp_path: Path) -> None:
     db = Counting(tmp_path / "c.db")
-    worker = SqliteWorker(db.connect, window=60.0)
-    await worker.call(lambda c: None)
+    worker = await started(db, Clock())
     done = worker.write([("INSERT INTO t VALUES (?)", (1,))], wait=True, company=5)
     for _ in range(10_000):  # until the thread waits for company (a poll, not a timing)
         if worker._enough:
@@ -171,7 +186,19 @@ async def test_closing_ends_a_wait_for_company(tmp_path: Path) -> None:
     worker.close()
     await asyncio.wait_for(done, 10)  # type: ignore[arg-type]
     check = sqlite3.connect(tmp_path / "c.db")
-    assert check.execute("SELECT v FROM t").fetchall() == [(1,)]
+    assert check.execute("SELECT v FROM t").fetchall() == [(-1,), (1,)]
+
+
+async def test_an_intent_after_a_pause_is_committed_at_once(tmp_path: Path) -> None:
+    db = Counting(tmp_path / "p.db")
+    clock = Clock()
+    worker = await started(db, clock)
+    try:
+        clock.now += 61  # the portal's pace: longer than a window since the last intent
+        done = worker.write([("INSERT INTO t VALUES (1)", ())], wait=True, company=5)
+        await asyncio.wait_for(done, 10)  # type: ignore[arg-type]
+    finally:
+        worker.close()
 
 
 async def test_a_transaction_a_failed_call_left_open_is_rolled_back_not_joined(
