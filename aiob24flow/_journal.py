@@ -35,6 +35,7 @@ from . import _errors
 from ._errors import B24Error, ServerError
 
 __all__ = [
+    "MAX_JOB_ID",
     "OPERATIONS",
     "Answer",
     "Intent",
@@ -190,14 +191,25 @@ class Journal(Protocol):
     async def aclose(self) -> None: ...
 
 
+#: The longest job id.
+MAX_JOB_ID = 200
+
+
 def check_job_id(job_id: object) -> str:
-    """The rule for a job id, the same for ``FlowClient`` and every journal."""
+    """The rule for a job id, the same for ``FlowClient``, every journal and the command
+    line (which shows, lists and forgets jobs by it): printable characters on one line,
+    no surrounding spaces, at most ``MAX_JOB_ID`` of them."""
     if job_id is None:
         raise ValueError("a journaled call needs job_id= (a str naming the job)")
     if not isinstance(job_id, str):
         raise TypeError(f"job_id must be a str, got {type(job_id).__name__}")
-    if not job_id or len(job_id) > 200:
-        raise ValueError("job_id must be a non-empty str of at most 200 characters")
+    if not job_id or not job_id.isprintable() or job_id != job_id.strip():
+        raise ValueError(
+            f"job_id {job_id!r} must be printable characters on one line, without "
+            "surrounding spaces"
+        )
+    if len(job_id) > MAX_JOB_ID:
+        raise ValueError(f"job_id has at most {MAX_JOB_ID} characters, got {len(job_id)}")
     return job_id
 
 

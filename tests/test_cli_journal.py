@@ -428,6 +428,7 @@ async def test_jobs_show_an_unfinished_job_and_its_resume(tmp_path: Path) -> Non
     shown = json.loads(out)
     assert shown["in_doubt"] == [4, 5] and sorted(shown["succeeded"]) == ["1", "2", "3"]
     assert shown["summary"]["not_sent"] == 5 and shown["command"] == "activate"
+    assert shown["job_id"] == "nightly"
     code, out, _ = await run_cli("jobs", "--journal", str(path))
     assert "unfinished  succeeded 3, in doubt 2, not sent 5  " in out, out
     code, out, _ = await run_cli("jobs", "--journal", str(path), "--json")
@@ -479,6 +480,11 @@ async def test_jobs_forget_exits_0_then_1(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     await _unfinished_job(path)
     code, out, err = await run_cli("jobs", "forget", "nightly", "--journal", str(path))
+    assert (code, out) == (2, ""), err  # what it knows would be lost: --force
+    assert "job nightly is unfinished" in one_line(err) and "--force" in one_line(err)
+    code, out, _ = await run_cli("jobs", "show", "nightly", "--journal", str(path))
+    assert code == 0, out
+    code, out, err = await run_cli("jobs", "forget", "nightly", "--journal", str(path), "--force")
     assert (code, out.strip()) == (0, "forgot job nightly"), err
     code, out, err = await run_cli("jobs", "forget", "nightly", "--journal", str(path))
     assert (code, out) == (1, "")

@@ -107,6 +107,9 @@ async def test_a_job_held_by_another_runner_is_busy(journals: Journals) -> None:
         ({"journal": "JOURNAL", "job_id": ""}, ValueError),
         ({"journal": "JOURNAL", "job_id": None}, ValueError),
         ({"journal": "JOURNAL", "job_id": 5}, TypeError),
+        ({"journal": "JOURNAL", "job_id": " task "}, ValueError),  # the CLI could not name it
+        ({"journal": "JOURNAL", "job_id": "a\nb"}, ValueError),
+        ({"journal": "JOURNAL", "job_id": "x" * 201}, ValueError),
     ],
 )
 async def test_bad_journal_arguments_send_nothing(

@@ -18,7 +18,7 @@ import attrs
 import aiob24flow
 
 from .._errors import JobBusy, JobMismatch, JournalError
-from .._journal import JobLog, JobRecord, JobSpec, JobSummary, Journal
+from .._journal import MAX_JOB_ID, JobLog, JobRecord, JobSpec, JobSummary, Journal, check_job_id
 from .._journal_sqlite import SqliteJournal
 from .._redact import redact
 from .._report import BulkReport
@@ -43,9 +43,6 @@ __all__ = [
     "unusable",
 ]
 
-#: The longest job id a journal takes.
-MAX_JOB_ID = 200
-
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 #: The command each journaled operation is run by.
@@ -69,14 +66,15 @@ def journal_arg(text: str) -> str:
 
 
 def job_arg(text: str) -> str:
-    """``--job-id``: printable, one line, at most ``MAX_JOB_ID`` characters."""
-    if not text or not text.isprintable() or text != text.strip():
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a job id (printable characters, no surrounding spaces)"
-        )
+    """``--job-id``: the library's rule (``check_job_id``)."""
     if len(text) > MAX_JOB_ID:
         raise argparse.ArgumentTypeError(f"a job id has at most {MAX_JOB_ID} characters")
-    return text
+    try:
+        return check_job_id(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a job id (printable characters, no surrounding spaces)"
+        ) from None
 
 
 def add_journal_options(parser: argparse.ArgumentParser) -> None:

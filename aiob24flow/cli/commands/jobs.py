@@ -60,9 +60,17 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     _journal_options(show, argparse.SUPPRESS)
     show.set_defaults(func=_command(_show))
     forget = actions.add_parser(
-        "forget", help="delete a job from the journal (exit 1: no such job; 75: it is running)"
+        "forget",
+        help="delete a job from the journal (exit 1: no such job; 2: unfinished, without "
+        "--force; 75: it is running)",
     )
     forget.add_argument("job_id", type=job_arg, metavar="ID", help="the job to delete")
+    forget.add_argument(
+        "--force",
+        action="store_true",
+        help="forget an unfinished job too (what it knows is lost: a new run sends its flows "
+        "in doubt again)",
+    )
     _journal_options(forget, argparse.SUPPRESS)
     forget.set_defaults(func=_command(_forget))
 
@@ -308,7 +316,7 @@ def _show_json(args: argparse.Namespace, record: JobRecord, summary: JobSummary 
         report["summary"] = now.counts()
         report["in_doubt"] = now.in_doubt
         del report["changed"]
-    for key in ("schema", "command", "dry_run", "interrupted"):
+    for key in ("schema", "job_id", "command", "dry_run", "interrupted"):
         report.pop(key, None)
     write_json({**document, **report}, sys.stdout)
 
@@ -327,6 +335,17 @@ async def _show(args: argparse.Namespace, journal: Journal) -> int:
 
 
 async def _forget(args: argparse.Namespace, journal: Journal) -> int:
+    record = await journal.read_job(args.job_id)
+    if record is not None and not record.finished and not args.force:
+        held = await journal.open_job(args.job_id, record.spec)  # JobBusy: a runner has it
+        await held.release()
+        now = standing(record)
+        raise UsageError(
+            f"job {args.job_id} is unfinished ({plural(len(now.settled), 'flow')} settled, "
+            f"{len(now.in_doubt)} in doubt, {now.unsent} not yet sent): forgetting it loses "
+            "what it knows, and a new run would send the flows in doubt again (a toggle "
+            "flips them back). Resume it by running its command again, or add --force"
+        )
     if not await journal.forget(args.job_id):
         print(f"aiob24flow: no job {args.job_id} in {redact(args.journal)}", file=sys.stderr)
         return EXIT_INCOMPLETE
