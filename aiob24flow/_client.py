@@ -25,7 +25,7 @@ from ._config import ClientOptions, Settings, ssl_option
 from ._job import Progress
 from ._job_telemetry import observed
 from ._journal import Journal, check_job_id
-from ._limiter import Limiter, RateLimit, bucket_for
+from ._limiter import Limiter, RateLimit, bucket_for, portal_key
 from ._methods import ACTIVATE, GET, PIN
 from ._operating import OperatingBudget
 from ._pipeline import Fixed, Pipeline, Shared, encode
@@ -240,6 +240,12 @@ class FlowClient:
     def limiter(self) -> Limiter:
         """The rate limiter this client paces with (shared by the clients of a portal)."""
         return self._pipeline.shared.limiter
+
+    @property
+    def portal(self) -> str:
+        """The portal this client talks to: scheme, host and port, no credential
+        (``https://example.bitrix24.com:443``); the command line names jobs by it."""
+        return portal_key(self._pipeline.shared.auth.origin)
 
     def _durable(
         self,

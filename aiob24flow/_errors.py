@@ -243,7 +243,9 @@ class JournalError(RequestNotSent):
 
 class JobMismatch(JournalError):
     """The job id names a job with another spec (operation, ids in order, desired state,
-    ``verify``): raised before any request."""
+    ``verify``): raised before any request. ``reason`` says which differs."""
+
+    reason: str = ""
 
 
 class JobBusy(JournalError):

@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from . import _errors
-from ._errors import B24Error, ServerError
+from ._errors import B24Error, JobMismatch, ServerError
 
 __all__ = [
     "MAX_JOB_ID",
@@ -50,6 +50,7 @@ __all__ = [
     "decode_ids",
     "encode_errors",
     "encode_ids",
+    "mismatch",
 ]
 
 #: The journaled operations, as recorded in a spec.
@@ -72,6 +73,17 @@ class JobSpec:
         h.update(f"{self.operation}|{self.desired}|{self.verify}|".encode())
         h.update(_packed(self.ids))
         return h.hexdigest()
+
+    def differs(self, stored: JobSpec) -> str:
+        """What ``stored`` (the spec a job was started with) has that this one has not,
+        as a phrase: ``another operation (pin_many)``."""
+        if stored.operation != self.operation:
+            return f"another operation ({stored.operation})"
+        if stored.desired != self.desired:
+            return f"another desired state ({stored.desired})"
+        if stored.verify != self.verify:
+            return f"verify={stored.verify}"
+        return f"other flow ids ({len(stored.ids)} of them, in their order)"
 
     def describe(self) -> str:
         """One line, e.g. ``set_active(active=False) 20000 flows``."""
@@ -193,6 +205,16 @@ class Journal(Protocol):
 
 #: The longest job id.
 MAX_JOB_ID = 200
+
+
+def mismatch(job_id: str, stored: JobSpec, spec: JobSpec) -> JobMismatch:
+    """The error for ``job_id`` run with ``spec`` when it was started with ``stored``."""
+    reason = spec.differs(stored)
+    error = JobMismatch(
+        f"job {job_id!r} was started with {reason}; use another job id, or forget the old job"
+    )
+    error.reason = reason
+    return error
 
 
 def check_job_id(job_id: object) -> str:

@@ -41,7 +41,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from ._errors import B24Error, JobBusy, JobMismatch, JournalError
+from ._errors import B24Error, JobBusy, JournalError
 from ._journal import (
     Answer,
     Intent,
@@ -54,6 +54,7 @@ from ._journal import (
     decode_ids,
     encode_errors,
     encode_ids,
+    mismatch,
 )
 from ._redact import redact
 from ._redis import import_redis
@@ -374,10 +375,10 @@ class _RedisJobLog:
             self._record = JobRecord(spec)
             return
         if digest.decode() != spec.digest:
-            raise JobMismatch(
-                f"job {self.job_id!r} was started with another operation, ids or desired "
-                "state; use another job id, or forget the old job"
-            )
+            job = await ctx.call(f"open job {self.job_id!r}", ctx.redis.hgetall(keys.job))
+            stored = JobSpec(job[b"operation"].decode(), decode_ids(job[b"ids"]),
+                             _unbool(job[b"desired"]), job[b"verify"] == b"1")  # fmt: skip
+            raise mismatch(self.job_id, stored, spec)
         loaded = await _load(ctx, keys, spec)
         if loaded is None:  # forgotten between the two reads: impossible while we hold it
             raise JournalError(f"journal redis {ctx.where}: job {self.job_id!r} vanished")

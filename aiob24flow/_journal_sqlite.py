@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from ._errors import B24Error, JobBusy, JobMismatch, JournalError
+from ._errors import B24Error, JobBusy, JournalError
 from ._journal import (
     Answer,
     Intent,
@@ -38,6 +38,7 @@ from ._journal import (
     decode_ids,
     encode_errors,
     encode_ids,
+    mismatch,
 )
 from ._sqlite_worker import SqliteWorker, Statement
 
@@ -144,10 +145,9 @@ class SqliteJournal:
             )  # fmt: skip
             return JobRecord(spec), 1, 1
         if row[0] != spec.digest:
-            raise JobMismatch(
-                f"job {job_id!r} was started with another operation, ids or desired state; "
-                "use another job id, or forget the old job"
-            )
+            stored = self._load(db, job_id)
+            assert stored is not None
+            raise mismatch(job_id, stored.spec, spec)
         record = self._load(db, job_id, spec)
         assert record is not None
         next_seq = max((i.seq for i in record.intents), default=0) + 1

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 import aiob24flow as b24
+from aiob24flow._limiter import portal_key
 from aiob24flow._methods import ACTIVATE
 from aiob24flow.emulator import Faults
 from tests.conftest import CLI_SCRIPT, free_port, redis_server, run_cli, serve
@@ -37,9 +39,11 @@ async def run(server: Any, *args: str, **kwargs: Any) -> tuple[int, str, str]:
     return await run_cli(*args, "--webhook", server.webhook_url(), **kwargs)
 
 
-def auto_id(command: str, spec: b24.JobSpec) -> str:
-    """The job id the command line derives when no --job-id is given."""
-    return f"{command}-{spec.digest[:16]}"
+def auto_id(command: str, spec: b24.JobSpec, server: Any) -> str:
+    """The job id the command line derives when no --job-id is given: what it sends, and
+    to which portal."""
+    portal = portal_key(server.webhook_url())
+    return f"{command}-{hashlib.sha256(f'{spec.digest}|{portal}'.encode()).hexdigest()[:16]}"
 
 
 def one_line(err: str) -> str:
@@ -59,7 +63,7 @@ async def test_a_journaled_run_names_its_job_once_and_a_rerun_sends_nothing(
         code, out, err = await run(server, "activate", "1-60", "--journal", journal, *FAST)
         assert code == 0, err
         ids = JOB_LINE.findall(err)
-        assert ids == [auto_id("activate", b24.JobSpec("activate_many", range(1, 61)))]
+        assert ids == [auto_id("activate", b24.JobSpec("activate_many", range(1, 61)), server)]
         assert err.count("job ") == 1
         sent = server.state.requests
         code, again, err = await run(server, "activate", "1-60", "--journal", journal, *FAST)
@@ -106,7 +110,7 @@ async def test_the_job_id_is_a_digest_of_what_is_sent_not_of_credentials_or_pace
             await job_of("set-active", "--on", "2", "1"),
         }
         assert len(others) == 7 and first not in others
-        assert first == auto_id("set-active", b24.JobSpec("set_active", [1, 2], True))
+        assert first == auto_id("set-active", b24.JobSpec("set_active", [1, 2], True), server)
 
 
 async def test_journal_option_errors_are_one_line_exit_2_and_send_nothing(
@@ -176,11 +180,23 @@ async def test_a_mismatched_job_exits_2_with_one_line_and_sends_nothing(tmp_path
             assert other.state.requests == 0
 
 
+async def test_the_same_command_against_another_portal_is_another_job(tmp_path: Path) -> None:
+    journal = str(tmp_path / "jobs.db")
+    async with serve(flows=10) as a, serve(flows=10) as b:
+        code, _, err = await run(a, "activate", "1-3", "--journal", journal, *FAST)
+        assert code == 0, err
+        code, _, err_b = await run(b, "activate", "1-3", "--journal", journal, *FAST)
+        assert code == 0, err_b
+        assert "finished by an earlier run" not in err_b  # not portal a's report
+        assert JOB_LINE.findall(err) != JOB_LINE.findall(err_b)
+        assert a.state.activations.total() == b.state.activations.total() == 3
+
+
 async def test_a_busy_job_exits_75_naming_it_and_sends_nothing(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     spec = b24.JobSpec("activate_many", [1, 2, 3])
-    job_id = auto_id("activate", spec)
     async with serve(flows=10) as server, b24.SqliteJournal(path) as journal:
+        job_id = auto_id("activate", spec, server)
         held = await journal.open_job(job_id, spec)  # another runner holds it
         code, out, err = await run(server, "activate", "1-3", "--journal", str(path))
         assert (code, out) == (75, ""), err
@@ -332,8 +348,8 @@ async def test_ctrl_c_leaves_the_job_resumable_and_every_flow_toggles_once(
     tmp_path: Path,
 ) -> None:
     journal = str(tmp_path / "jobs.db")
-    job_id = auto_id("activate", b24.JobSpec("activate_many", range(1, 1001)))
     async with serve(flows=1000) as server:
+        job_id = auto_id("activate", b24.JobSpec("activate_many", range(1, 1001)), server)
         code, out, err = await run(
             server, "activate", "1-1000", "--journal", journal,
             "--burst", "1", "--per-second", "4", "--concurrency", "1",
@@ -511,8 +527,8 @@ def journal_redis() -> Iterator[str]:
 
 @pytest.mark.redis
 async def test_a_redis_journal_runs_lists_and_forgets_jobs(journal_redis: str) -> None:
-    job_id = auto_id("pin", b24.JobSpec("pin_many", range(1, 21)))
     async with serve(flows=20) as server:
+        job_id = auto_id("pin", b24.JobSpec("pin_many", range(1, 21)), server)
         code, _, err = await run(server, "pin", "1-20", "--journal", journal_redis, *FAST)
         assert code == 0, err
         assert JOB_LINE.findall(err) == [job_id]

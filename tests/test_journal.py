@@ -74,14 +74,20 @@ async def test_another_spec_under_the_same_job_id_is_a_mismatch(journal: b24.Jou
         async with client_for(server) as client:
             await client.activate_many([1, 2], journal=journal, job_id="a")
             sent = server.state.requests
-            for call in (
-                client.activate_many([2, 1], journal=journal, job_id="a"),
-                client.activate_many([1, 2], verify=True, journal=journal, job_id="a"),
-                client.set_active([1, 2], False, journal=journal, job_id="a"),
-                client.pin_many([1, 2], journal=journal, job_id="a"),
-            ):
-                with pytest.raises(b24.JobMismatch):
+            for call, reason in (
+                (client.activate_many([2, 1], journal=journal, job_id="a"),
+                 "other flow ids (2 of them, in their order)"),
+                (client.activate_many([1, 2], verify=True, journal=journal, job_id="a"),
+                 "verify=False"),
+                (client.set_active([1, 2], False, journal=journal, job_id="a"),
+                 "another operation (activate_many)"),
+                (client.pin_many([1, 2], journal=journal, job_id="a"),
+                 "another operation (activate_many)"),
+            ):  # fmt: skip
+                with pytest.raises(b24.JobMismatch) as raised:
                     await call
+                assert raised.value.reason == reason
+                assert f"job 'a' was started with {reason};" in str(raised.value)
         assert server.state.requests == sent
 
 

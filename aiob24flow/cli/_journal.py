@@ -8,6 +8,7 @@ looked up on the package when it is asked for (a version without it says so, exi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shlex
 from collections.abc import Callable
@@ -96,11 +97,13 @@ def add_journal_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def job_id_for(command: str, spec: JobSpec) -> str:
-    """``activate-1f2e3d4c5b6a7988``: the command and 64 bits of the job's digest (the
-    operation, the desired state, ``verify`` and the ids in order; not the credentials or
-    the pace, so a rerun with another pace resumes the same job)."""
-    return f"{command}-{spec.digest[:16]}"
+def job_id_for(command: str, spec: JobSpec, portal: str) -> str:
+    """``activate-1f2e3d4c5b6a7988``: the command and 64 bits of a digest of the job (the
+    operation, the desired state, ``verify``, the ids in order) and the portal (scheme,
+    host and port): the same command against another portal is another job. Not the
+    credentials or the pace: a rerun with another pace or webhook resumes the same job."""
+    digest = hashlib.sha256(f"{spec.digest}|{portal}".encode()).hexdigest()
+    return f"{command}-{digest[:16]}"
 
 
 def command_of(operation: str, desired: bool | None, verify: bool) -> str:

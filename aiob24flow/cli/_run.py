@@ -148,8 +148,8 @@ async def run_bulk(command: BulkCommand, args: argparse.Namespace, out: TextIO) 
     store = TokenFile(args.oauth) if args.oauth else None
     if store is not None and not args.oauth_redis:
         store.check_writable()
-    job_id = _job_id(command, args, ids) if journaled else None
-    client = make_client(args, store, tell)
+    client = make_client(args, store, tell)  # no I/O yet
+    job_id = _job_id(command, args, ids, client.portal) if journaled else None
     journal = open_journal(args.journal) if journaled else None  # no I/O yet
     try:
         announced = AnnouncedJournal(journal, tell, args.journal) if journal is not None else None
@@ -168,10 +168,10 @@ async def run_bulk(command: BulkCommand, args: argparse.Namespace, out: TextIO) 
     return _exit_code(job)
 
 
-def _job_id(command: BulkCommand, args: argparse.Namespace, ids: list[int]) -> str:
-    """``--job-id``, else the command and a digest of what it sends."""
+def _job_id(command: BulkCommand, args: argparse.Namespace, ids: list[int], portal: str) -> str:
+    """``--job-id``, else the command and a digest of what it sends and where."""
     given: str | None = args.job_id
-    return given or job_id_for(command.name, command.job_spec(args, ids))
+    return given or job_id_for(command.name, command.job_spec(args, ids), portal)
 
 
 async def _run_job(
