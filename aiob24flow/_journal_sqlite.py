@@ -88,6 +88,15 @@ class SqliteJournal:
     def __repr__(self) -> str:
         return f"SqliteJournal({self.path!r}, durable={self.durable})"
 
+    def _error(self, exc: BaseException) -> JournalError:
+        text = f"journal {self.path}: {type(exc).__name__}: {exc}"
+        if "unable to open database file" in str(exc) or "readonly database" in str(exc):
+            text += (
+                " (the path must name a file in a directory this process can write: SQLite "
+                "keeps PATH-wal, PATH-shm and PATH.locks/ beside it)"
+            )
+        return JournalError(text)
+
     # -- the thread ---------------------------------------------------------------------
 
     def _thread(self) -> SqliteWorker:
@@ -100,7 +109,7 @@ class SqliteJournal:
         try:
             result: T = await self._thread().call(lambda db: call(db, *args))
         except (sqlite3.Error, OSError, ValueError, zlib.error) as exc:
-            raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
+            raise self._error(exc) from exc
         return result
 
     def _connect(self) -> sqlite3.Connection:
@@ -250,7 +259,7 @@ class SqliteJournal:
         try:
             await worker.call(call)
         except (sqlite3.Error, OSError) as exc:
-            raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
+            raise self._error(exc) from exc
 
     async def __aenter__(self) -> SqliteJournal:
         return self
@@ -266,14 +275,14 @@ class SqliteJournal:
         try:
             done = self._thread().write(statements, wait=wait, company=company)
         except (sqlite3.Error, OSError, RuntimeError) as exc:
-            raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
+            raise self._error(exc) from exc
         return None if done is None else self._committed(done)
 
     async def _committed(self, done: Awaitable[None]) -> None:
         try:
             await done
         except (sqlite3.Error, OSError) as exc:
-            raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
+            raise self._error(exc) from exc
 
 
 class _SqliteJobLog:

@@ -357,6 +357,7 @@ async def test_ctrl_c_leaves_the_job_resumable_and_every_flow_toggles_once(
         )  # fmt: skip
         assert code == 130, err
         assert JOB_LINE.findall(err) == [job_id]
+        assert f"job {job_id} was interrupted: run the same command again to resume" in err
         first = server.state.activations.total()
         assert 100 <= first < 1000
         assert re.search(rf"succeeded +{first}\n", out)

@@ -190,9 +190,11 @@ async def test_a_journal_that_cannot_be_opened_is_an_error_before_any_request(
         path = tmp_path / "no" / "such" / "dir" / "j.db"
     async with serve(flows=10) as server, b24.SqliteJournal(path) as journal:
         async with client_for(server) as client:
-            with pytest.raises(b24.JournalError, match="journal"):
+            with pytest.raises(b24.JournalError, match="journal") as raised:
                 await client.activate_many(range(1, 11), journal=journal, job_id="a")
         assert server.state.requests == 0
+        if kind != "corrupt":  # where the files go, for a path SQLite cannot open
+            assert "a directory this process can write" in str(raised.value)
 
 
 class _FailingAfter:

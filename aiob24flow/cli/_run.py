@@ -162,6 +162,11 @@ async def run_bulk(command: BulkCommand, args: argparse.Namespace, out: TextIO) 
             await journal.aclose()
     for line in command.notes(args, job.report):
         tell(line)
+    if job.interrupted and job_id is not None:
+        tell(
+            f"job {job_id} was interrupted: run the same command again to resume it (what "
+            "was not sent is sent then; flows in doubt follow the journal's rule)"
+        )
     if store is not None and store.save_error is not None:
         print(store.save_failure(spent=client.stats().refreshes > 0), file=sys.stderr)
         return EXIT_INCOMPLETE
