@@ -378,7 +378,10 @@ async def test_ctrl_c_leaves_the_job_resumable_and_every_flow_toggles_once(
         code, out, err = await run(server, "activate", "1-1000", "--journal", journal, *FAST,
                                    "--json")  # fmt: skip
         assert code == 0, err
-        assert f"job {job_id}: {AGAIN} (resuming what earlier runs left)" in err
+        resuming = (
+            f"(resuming: {first} settled by earlier runs, 0 in doubt, {1000 - first} to send)"
+        )
+        assert f"job {job_id}: {AGAIN} {resuming}" in err
         report = json.loads(out)
         assert report["summary"] == {
             "total": 1000, "succeeded": 1000, "changed": 1000, "failed": 0, "unknown": 0

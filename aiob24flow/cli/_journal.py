@@ -25,6 +25,7 @@ from .._redact import redact
 from .._report import BulkReport
 from ._credentials import with_redis
 from ._errors import EXIT_BUSY, EXIT_JOURNAL, CommandError, UsageError, error_text
+from ._standing import standing
 
 __all__ = [
     "MAX_JOB_ID",
@@ -220,7 +221,11 @@ def taken_line(job_id: str, record: JobRecord, location: str) -> str:
             f"sent (to run it anew: {forget_command(job_id, location)})"
         )
     if record.intents or record.settles or record.snapshots:
-        return f"{again} (resuming what earlier runs left)"
+        now = standing(record)
+        return (
+            f"{again} (resuming: {len(now.settled)} settled by earlier runs, "
+            f"{len(now.in_doubt)} in doubt, {now.unsent} to send)"
+        )
     return again
 
 
