@@ -123,6 +123,12 @@ class Journaled:
     sent: dict[int, int] = attrs.Factory(dict)
 
 
+#: Read requests between two journal writes of a journaled ``set_active``'s first reads:
+#: what a run stopped while reading reads again, at most (about two minutes at the
+#: standard portal's pace; a pause for the answers in flight at the end of each).
+READ_CHUNK = 200
+
+
 class _ActiveReads:
     """What ``set_active`` and its plan share: reading the ``active`` bit of flows."""
 
@@ -289,14 +295,22 @@ class ActiveConvergence(_ActiveReads):
     async def _converge(self) -> None:
         # The work ahead: a read of each flow (unless given), a toggle at most.
         self.control.expect(len(self.ids) * (1 if self.states is not None else 2))
-        if self.states is None:
-            await self.read_first(skip=self.lost)
-        check: Iterable[tuple[int, bool]] = self.first_states()
+        check: Iterable[tuple[int, bool]] = ()
+        first_wrong = array("q")
+        if self.states is None and self.log is not None:
+            first_wrong = await self.read_sorted(skip=self.lost)
+        else:
+            if self.states is None:
+                await self.read_first(skip=self.lost)
+            check = self.first_states()
         if self.doubt:  # an earlier run's toggles without an answer: the lost-answer rule
             check = [*check, *await self.read_back(self.doubt)]
         control = self.control
         while not control.stopping:
             wrong = await self.sort_journaled(check)
+            if first_wrong:
+                wrong, first_wrong = first_wrong + wrong, array("q")
+                control.expect(len(wrong))
             if not wrong:
                 break
             newly_lost = await self.toggle(wrong)
@@ -308,6 +322,33 @@ class ActiveConvergence(_ActiveReads):
                     self.settle(position, UNKNOWN, self.lost[position], journal=False)
                 break
             check = await self.read_back(newly_lost)
+
+    async def read_sorted(self, skip: Collection[int]) -> array[int]:
+        """A journaled job's first reads, in chunks of ``READ_CHUNK`` requests, each
+        sorted and journaled as it ends: a run stopped while reading resumes without
+        reading again the flows it found in the desired state. The flows to toggle."""
+        positions: Sequence[int] = range(len(self.ids))
+        if skip:
+            positions = [p for p in positions if p not in skip]
+        step = READ_CHUNK * 50
+        wrong = array("q")
+        for start in range(0, len(positions), step):
+            if self.control.stopping:  # the rest is reported never sent, and not journaled
+                break
+            chunk = positions[start : start + step]
+            job = await self.read(chunk)
+            errors = job.errors()
+            for j, error in errors.items():
+                self.settle(chunk[j], FAILED, error)
+            self.control.add(0, len(errors), 0)
+            status = job.status
+            read = [(p, status[j] == OK_TRUE) for j, p in enumerate(chunk)
+                    if status[j] in (OK_TRUE, OK_FALSE)]  # fmt: skip
+            wrong.extend(self.sort(read))
+            left = len(positions) - start - len(chunk)
+            self.control.expect(2 * left + len(wrong))  # reads and toggles ahead
+            await self.journal_settled()
+        return wrong
 
     def sort(self, check: Iterable[tuple[int, bool]]) -> array[int]:
         """Settle the flows in the desired state and those out of budget; return the

@@ -26,9 +26,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ._converge import ActiveConvergence, Journaled, PinConvergence, active_of, run_job
+from . import _converge
+from ._converge import (
+    ActiveConvergence,
+    Journaled,
+    PinConvergence,
+    active_of,
+    run_job,
+)
 from ._errors import B24Error, RequestNotSent, ResponseLost
-from ._job import FAILED, OK_FALSE, OK_TRUE, OK_VALUE, PENDING, UNKNOWN, Control
+from ._job import FAILED, OK_FALSE, OK_TRUE, OK_VALUE, PENDING, UNKNOWN, Control, Job
 from ._journal import (
     JobLog,
     JobRecord,
@@ -279,18 +286,27 @@ async def verify_resumed(
     before = dict(history.snapshot)
     unread_ids = [i for i in ids if i not in before]
     unread: dict[int, B24Error] = {}
-    if unread_ids:
-        job = await guarded(control, lambda: run_job(
-            pipeline, GET, unread_ids, control, repeatable=True, report_progress=False,
-            transform=active_of))  # fmt: skip
-        if job is None or control.halted is not None:
+    step = _converge.READ_CHUNK * 50  # journaled by chunk: a stopped run keeps what it read
+    for start in range(0, len(unread_ids), step):
+        chunk = unread_ids[start : start + step]
+
+        def read_chunk(chunk: list[int] = chunk) -> Awaitable[Job]:
+            return run_job(pipeline, GET, chunk, control, repeatable=True,
+                           report_progress=False, transform=active_of)  # fmt: skip
+
+        job = await guarded(control, read_chunk)
+        if job is None:
             return build_report(ids, {}, {}, {}, control=control)
         read: dict[int, bool] = {}
         job.fill(read, unread, unread)
-        try:
-            await log.snapshot(list(read), bytes(OK_TRUE if s else OK_FALSE for s in read.values()))
+        try:  # what was read is kept, also by a run that was just stopped
+            if read:
+                states = bytes(OK_TRUE if s else OK_FALSE for s in read.values())
+                await log.snapshot(list(read), states)
         except B24Error as exc:
             control.abort(exc)
+            return build_report(ids, {}, {}, {}, control=control)
+        if control.halted is not None:
             return build_report(ids, {}, {}, {}, control=control)
         before.update(read)
     control.add(0, len(unread), 0)

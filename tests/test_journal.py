@@ -239,3 +239,64 @@ async def test_a_journal_that_fails_mid_job_sends_nothing_more(tmp_path: Path) -
     assert len(report.failed) == 850 and not report.unknown
     assert all(server.state.activations[i] == 1 for i in range(1, 151))
     assert server.state.activations.total() == 150
+
+
+async def test_set_active_stopped_while_reading_keeps_what_it_read_settled(
+    journal: b24.Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiob24flow._converge as converge
+
+    monkeypatch.setattr(converge, "READ_CHUNK", 1)  # a journal write every read request
+    ids = range(1, 301)
+    async with serve(flows=300, active_ratio=0.5) as server:
+        inactive = {i for i in ids if not server.state.flows[i].active}
+        stop = b24.Stop()
+
+        def after_three_reads(progress: b24.Progress) -> None:
+            if server.state.calls["tasks.flow.Flow.get"] >= 150:
+                stop.set()
+
+        async with client_for(server, concurrency=1) as client:
+            first = await client.set_active(
+                ids, False, journal=journal, job_id="r", stop=stop, on_progress=after_three_reads
+            )
+            read = server.state.calls["tasks.flow.Flow.get"]
+            assert 150 <= read < 300 and server.state.activations.total() == 0
+            settled = {i for i in range(1, read + 1) if i in inactive}
+            assert set(first.succeeded) == settled  # journaled as each chunk ended
+            second = await client.set_active(ids, False, journal=journal, job_id="r")
+        assert second.ok and len(second.succeeded) == 300
+        # The resume read every flow but those the first run found inactive, once.
+        assert server.state.calls["tasks.flow.Flow.get"] - read == 300 - len(settled)
+        assert all(not server.state.flows[i].active for i in ids)
+        assert all(server.state.activations[i] == (i not in inactive) for i in ids)
+
+
+async def test_verify_stopped_while_reading_keeps_what_it_read(
+    journal: b24.Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiob24flow._converge as converge
+
+    monkeypatch.setattr(converge, "READ_CHUNK", 1)  # a snapshot every read request
+    ids = range(1, 301)
+    async with serve(flows=300, active_ratio=0.5) as server:
+        before = {i: server.state.flows[i].active for i in ids}
+        stop = b24.Stop()
+
+        def after_three_reads(progress: b24.Progress) -> None:
+            if server.state.calls["tasks.flow.Flow.get"] >= 150:
+                stop.set()
+
+        async with client_for(server, concurrency=1) as client:
+            await client.activate_many(
+                ids, verify=True, journal=journal, job_id="v", stop=stop,
+                on_progress=after_three_reads,
+            )  # fmt: skip
+            read = server.state.calls["tasks.flow.Flow.get"]
+            assert 150 <= read < 300 and server.state.activations.total() == 0
+            second = await client.activate_many(ids, verify=True, journal=journal, job_id="v")
+        assert second.ok and len(second.changed) == 300
+        # The resume read only what the first run had not: its snapshot is journaled.
+        assert server.state.calls["tasks.flow.Flow.get"] - read == 300 - read
+        assert all(server.state.activations[i] == 1 for i in ids)
+        assert all(server.state.flows[i].active is not before[i] for i in ids)
