@@ -155,14 +155,14 @@ async def run_journaled(
     try:
         record = log.record
         if record.finished and record.report is not None:
-            report = decode_report(record.report)
+            report = decode_report(record.report, spec.ids)
             control.add(len(report.succeeded), len(report.failed), len(report.unknown),
                         steps=len(report))  # fmt: skip
             return report
         method = {"activate_many": ACTIVATE, "set_active": ACTIVATE}.get(spec.operation)
         report = await run(log, History(record, method))
         if not control.stopping and not any(resendable(e) for e in report.failed.values()):
-            await log.finish(encode_report(report))
+            await log.finish(encode_report(report, spec.ids))
         return finish(report, control)
     finally:
         await log.release()
@@ -372,35 +372,46 @@ def _ids_of(text: str) -> list[int]:
     return list(decode_ids(base64.b64decode(text)))
 
 
-def encode_report(report: BulkReport[Any]) -> dict[str, Any]:
-    """A finished job's report, compact: ids packed (``encode_ids``), the states as bytes
-    (every journaled operation's result is a bool), errors as the journal writes them."""
+#: In a stored report, ids that are the job's own (all of them, in order), or the ids
+#: that succeeded: the usual case, kept as a mark instead of the ids packed once more.
+_THE_JOBS, _THE_SUCCEEDED = "=job", "=succeeded"
+
+
+def encode_report(report: BulkReport[Any], ids: Sequence[int] = ()) -> dict[str, Any]:
+    """A finished job's report, compact: ids packed (``encode_ids``) unless they are the
+    job's ``ids`` or those that succeeded, the states as bytes (every journaled
+    operation's result is a bool), errors as the journal writes them."""
 
     def errors(items: dict[int, B24Error]) -> list[str]:
         return [_ids_text(list(items)), encode_errors(dict(enumerate(items.values())))]
 
-    values = report.succeeded.values()
-    assert set(map(type, values)) <= {bool}  # True, or a pinned / active state
-    states = base64.b64encode(bytes(map(int, values))).decode("ascii")
+    succeeded = list(report.succeeded)
+    states = base64.b64encode(bytes(report.succeeded.values())).decode("ascii")  # bools
+    changed = list(report.changed)
     return {
         "counts": report.summary(),
-        "succeeded": [_ids_text(list(report.succeeded)), states],
+        "succeeded": [_THE_JOBS if succeeded == list(ids) else _ids_text(succeeded), states],
         "failed": errors(report.failed),
         "unknown": errors(report.unknown),
-        "changed": _ids_text(report.changed),
+        "changed": _THE_SUCCEEDED if changed == succeeded else _ids_text(changed),
     }
 
 
-def decode_report(data: dict[str, Any]) -> BulkReport[Any]:
-    """The report ``encode_report`` wrote."""
+def decode_report(data: dict[str, Any], ids: Sequence[int] = ()) -> BulkReport[Any]:
+    """The report ``encode_report`` wrote for a job of ``ids``."""
 
     def errors(pair: list[str]) -> dict[int, B24Error]:
-        ids, text = pair
+        packed, text = pair
         decoded = decode_errors(text)
-        return {flow_id: decoded[i] for i, flow_id in enumerate(_ids_of(ids))}
+        return {flow_id: decoded[i] for i, flow_id in enumerate(_ids_of(packed))}
 
-    ids, states = data["succeeded"]
-    succeeded = dict(zip(_ids_of(ids), map(bool, base64.b64decode(states)), strict=True))
+    packed, states = data["succeeded"]
+    keys = list(ids) if packed == _THE_JOBS else _ids_of(packed)
+    succeeded = dict(zip(keys, map(bool, base64.b64decode(states)), strict=True))
+    changed = data["changed"]
     return BulkReport(
-        succeeded, errors(data["failed"]), errors(data["unknown"]), tuple(_ids_of(data["changed"]))
+        succeeded,
+        errors(data["failed"]),
+        errors(data["unknown"]),
+        tuple(keys) if changed == _THE_SUCCEEDED else tuple(_ids_of(changed)),
     )

@@ -218,7 +218,7 @@ def _show_text(args: argparse.Namespace, record: JobRecord, summary: JobSummary 
         head += f", updated {_when(summary.updated_at)}"
     print(head)
     if record.finished and record.report is not None:
-        print("\n".join(summary_lines(decode_report(record.report))))
+        print("\n".join(summary_lines(decode_report(record.report, record.spec.ids))))
         return
     now = standing(record)
     print(f"  settled by earlier runs: {plural(len(now.settled), 'flow')}")
@@ -242,7 +242,7 @@ def _show_json(args: argparse.Namespace, record: JobRecord, summary: JobSummary 
         "updated_at": _iso(summary.updated_at) if summary is not None else None,
     }
     if record.finished and record.report is not None:
-        report = report_json(decode_report(record.report))
+        report = report_json(decode_report(record.report, record.spec.ids))
     else:
         now = standing(record)
         report = report_json(now.settled)
