@@ -376,9 +376,7 @@ class _RedisJobLog:
             return
         if digest.decode() != spec.digest:
             job = await ctx.call(f"open job {self.job_id!r}", ctx.redis.hgetall(keys.job))
-            stored = JobSpec(job[b"operation"].decode(), decode_ids(job[b"ids"]),
-                             _unbool(job[b"desired"]), job[b"verify"] == b"1")  # fmt: skip
-            raise mismatch(self.job_id, stored, spec)
+            raise mismatch(self.job_id, _spec_of(job), spec)
         loaded = await _load(ctx, keys, spec)
         if loaded is None:  # forgotten between the two reads: impossible while we hold it
             raise JournalError(f"journal redis {ctx.where}: job {self.job_id!r} vanished")
@@ -527,8 +525,7 @@ def _record(
     spec: JobSpec | None,
 ) -> tuple[JobRecord, int]:
     if spec is None:
-        spec = JobSpec(job[b"operation"].decode(), decode_ids(job[b"ids"]),
-                       _unbool(job[b"desired"]), job[b"verify"] == b"1")  # fmt: skip
+        spec = _spec_of(job)
     record = JobRecord(spec, finished=job.get(b"state") == b"finished")
     if job.get(b"report"):
         record.report = json.loads(zlib.decompress(job[b"report"]))
@@ -579,6 +576,12 @@ def _unpack_intent(seq: int, packed: bytes) -> Intent:
 
 def _errors_blob(errors: dict[int, B24Error]) -> bytes:
     return encode_errors(errors).encode() if errors else b""
+
+
+def _spec_of(job: dict[bytes, bytes]) -> JobSpec:
+    """The spec a job was started with, from its hash."""
+    return JobSpec(job[b"operation"].decode(), decode_ids(job[b"ids"]),
+                   _unbool(job[b"desired"]), job[b"verify"] == b"1")  # fmt: skip
 
 
 def _bool(value: bool | None) -> str:

@@ -284,17 +284,17 @@ def merged(statements: list[Statement]) -> list[Statement]:
     which costs more than the row. Anything else (an ``UPDATE``, another clause, two kinds
     of insert into one table) keeps them all as they are, in order."""
     rows: dict[str, list[Sequence[Any]]] = {}
+    parsed: dict[str, re.Match[str]] = {}
     tables: dict[str, str] = {}
     for sql, args in statements:
-        plain = _PLAIN_INSERT.fullmatch(sql)
+        plain = parsed.get(sql) or _PLAIN_INSERT.fullmatch(sql)
         if plain is None or tables.setdefault(plain[2], sql) != sql:
             return statements
+        parsed[sql] = plain
         rows.setdefault(sql, []).append(args)
     out: list[Statement] = []
     for sql, table_rows in rows.items():
-        plain = _PLAIN_INSERT.fullmatch(sql)
-        assert plain is not None
-        head, values = plain[1], plain[3]
+        head, values = parsed[sql][1], parsed[sql][3]
         per = _MAX_VARIABLES // (values.count("?"))
         for start in range(0, len(table_rows), per):
             chunk = table_rows[start : start + per]
